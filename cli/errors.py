@@ -1,0 +1,54 @@
+"""Turn errors into one line on stderr and an exit code; tracebacks only with ``--debug``.
+
+Exit codes: 0 success, 1 a verification gate failed, 2 usage or input error, 3 internal error.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import click
+
+from onnxprune.errors import OnnxpruneError
+
+__all__ = ["EXIT_GATE_FAILED", "EXIT_INPUT", "EXIT_INTERNAL", "OneLineErrorGroup"]
+
+EXIT_GATE_FAILED, EXIT_INPUT, EXIT_INTERNAL = 1, 2, 3
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"onnxprune: error: {message}", err=True)
+    sys.exit(code)
+
+
+class OneLineErrorGroup(click.Group):
+    """A click group whose errors are one line each, unless ``--debug`` is on the command line."""
+
+    def main(self, args: Any = None, *pos: Any, **kwargs: Any) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        debug = "--debug" in argv
+        logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(message)s")
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(argv, *pos, **kwargs)
+        except click.exceptions.Abort:
+            _fail("aborted", EXIT_INPUT)
+        except click.ClickException as error:
+            if debug:
+                raise
+            _fail(error.format_message().replace("\n", " "), EXIT_INPUT)
+        except OnnxpruneError as error:
+            if debug:
+                raise
+            _fail(str(error).replace("\n", " "), EXIT_INPUT)
+        except Exception as error:  # a bug: say so in one line, keep the traceback for --debug
+            if debug:
+                raise
+            _fail(
+                f"internal error: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                " (rerun with --debug for the traceback)",
+                EXIT_INTERNAL,
+            )
+        sys.exit(code or 0)

@@ -1,0 +1,109 @@
+"""The ``onnxprune`` command line: a thin shell over ``onnxprune``'s public API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+import onnxprune
+from cli.errors import EXIT_GATE_FAILED, OneLineErrorGroup
+from cli.options import (
+    debug_option,
+    gate_options,
+    gates_from,
+    json_option,
+    prune_options,
+    prune_options_from,
+    verify_options,
+    verify_options_from,
+)
+from onnxprune.inspection import render_inspection
+from onnxprune.report import render_report, write_json
+
+__all__ = ["main"]
+
+MODEL = click.argument("model", type=click.Path(path_type=Path))
+
+
+@click.group(cls=OneLineErrorGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="onnxprune")
+@debug_option
+def main(debug: bool) -> None:
+    """Prune, compress and verify ONNX models; every result is checked with onnxruntime."""
+
+
+def _emit(report: dict, as_json: bool, report_path: Path | None) -> None:
+    if report_path is not None:
+        write_json(report_path, report)
+    click.echo(json.dumps(report, indent=2) if as_json else render_report(report))
+
+
+def _finish(report: dict) -> None:
+    if not report["passed"]:
+        click.get_current_context().exit(EXIT_GATE_FAILED)
+
+
+@main.command()
+@MODEL
+@json_option
+@debug_option
+def inspect(model: Path, as_json: bool, debug: bool) -> None:
+    """Show a model's signature, ops, parameters and which weights are prunable."""
+    summary = onnxprune.inspect_model(model)
+    click.echo(json.dumps(summary, indent=2) if as_json else render_inspection(summary))
+
+
+@main.command()
+@MODEL
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
+@prune_options
+@click.option("--report", type=click.Path(path_type=Path), default=None,
+              help="Write the JSON report here.")
+@json_option
+@debug_option
+def prune(model: Path, output: Path, report: Path | None, as_json: bool, **params: Any) -> None:
+    """Zero the least important weights of MODEL and write the result to OUTPUT."""
+    result = onnxprune.prune_file(model, output, prune_options_from(params))
+    _emit(result, as_json, report)
+
+
+@main.command()
+@click.argument("baseline", type=click.Path(path_type=Path))
+@click.argument("candidate", type=click.Path(path_type=Path))
+@verify_options
+@gate_options
+@debug_option
+def verify(baseline: Path, candidate: Path, report: Path | None, as_json: bool, **params: Any) -> None:
+    """Compare CANDIDATE with BASELINE in onnxruntime: accuracy, agreement, groups, speed, size."""
+    result = onnxprune.verify_files(
+        baseline, candidate, verify_options_from(params), gates_from(params)
+    )
+    _emit(result, as_json, report)
+    _finish(result)
+
+
+@main.command()
+@MODEL
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Default: <stem>.compressed.onnx beside MODEL.")
+@prune_options
+@verify_options
+@gate_options
+@debug_option
+def compress(
+    model: Path, output: Path | None, report: Path | None, as_json: bool, **params: Any
+) -> None:
+    """Prune MODEL and verify the result in one step; write the model and a JSON report."""
+    output, default_report = onnxprune.default_outputs(model, output)
+    result = onnxprune.compress_file(
+        model, output, prune_options_from(params), verify_options_from(params), gates_from(params)
+    )
+    _emit(result, as_json, report or default_report)
+    _finish(result)
+
+
+if __name__ == "__main__":
+    main()

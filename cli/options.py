@@ -1,0 +1,116 @@
+"""Options shared by several commands, as decorators, and their conversion to library objects."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from onnxprune.pruning import PruneOptions, parse_pattern
+from onnxprune.scoring import SCORERS
+from onnxprune.verify import Gates, VerifyOptions
+
+__all__ = [
+    "debug_option",
+    "gate_options",
+    "gates_from",
+    "json_option",
+    "prune_options",
+    "prune_options_from",
+    "verify_options",
+    "verify_options_from",
+]
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def _stack(*decorators: Decorator) -> Decorator:
+    def apply(function: Callable[..., Any]) -> Callable[..., Any]:
+        for decorator in reversed(decorators):
+            function = decorator(function)
+        return function
+
+    return apply
+
+
+debug_option = click.option(
+    "--debug", is_flag=True, help="Log progress and show tracebacks on errors."
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+prune_options = _stack(
+    click.option("--target-sparsity", type=float, default=None,
+                 help="Fraction of prunable weights to zero, in [0, 1). Default 0.5."),
+    click.option("--method", default="magnitude", show_default=True,
+                 help=f"Scoring method: {', '.join(SCORERS)}."),
+    click.option("--scope", default="layer", show_default=True,
+                 help="layer: every weight at the target; global: one threshold for all."),
+    click.option("--pattern", default=None, help="N:M sparsity, e.g. 2:4 (per layer)."),
+    click.option("--include", default=None, help="Regex: prune only weights/nodes matching it."),
+    click.option("--exclude", default=None, help="Regex: leave weights/nodes matching it alone."),
+)
+
+verify_options = _stack(
+    click.option("--data", type=click.Path(path_type=Path), default=None,
+                 help="Evaluation .npz (see README). Without it: synthetic inputs, agreement only."),
+    click.option("--score-output", default=None, help="Model output to score (default: first)."),
+    click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True),
+    click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+                 help="onnxruntime intra-op threads; 0 lets onnxruntime choose."),
+    click.option("--latency-runs", type=click.IntRange(min=0), default=50, show_default=True,
+                 help="Interleaved timed runs per model (0 skips latency)."),
+    click.option("--latency-batch", type=click.IntRange(min=1), default=1, show_default=True),
+    click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True),
+)
+
+gate_options = _stack(
+    click.option("--max-accuracy-drop", type=float, default=None,
+                 help="Fail (exit 1) if accuracy drops by more than this fraction (0.01 = 1 pt)."),
+    click.option("--max-group-drop", type=float, default=None,
+                 help="Fail if any group's accuracy drops by more than this fraction."),
+    click.option("--min-agreement", type=float, default=None,
+                 help="Fail if top-1 agreement with the baseline is below this fraction."),
+    click.option("--min-cosine", type=float, default=None,
+                 help="Fail if the mean output cosine to the baseline is below this."),
+    click.option("--report", type=click.Path(path_type=Path), default=None,
+                 help="Write the JSON report here."),
+    json_option,
+)
+
+
+def prune_options_from(params: dict[str, Any]) -> PruneOptions:
+    pattern = parse_pattern(params["pattern"]) if params["pattern"] else None
+    target = params["target_sparsity"]
+    options = PruneOptions(
+        target_sparsity=0.5 if target is None and pattern is None else target,
+        method=params["method"],
+        scope=params["scope"],
+        pattern=pattern,
+        include=params["include"],
+        exclude=params["exclude"],
+    )
+    options.validate()
+    return options
+
+
+def verify_options_from(params: dict[str, Any]) -> VerifyOptions:
+    return VerifyOptions(
+        data=params["data"],
+        output=params["score_output"],
+        batch_size=params["batch_size"],
+        threads=params["threads"],
+        latency_runs=params["latency_runs"],
+        latency_warmup=params["warmup"],
+        latency_batch=params["latency_batch"],
+    )
+
+
+def gates_from(params: dict[str, Any]) -> Gates:
+    return Gates(
+        max_accuracy_drop=params["max_accuracy_drop"],
+        max_group_drop=params["max_group_drop"],
+        min_agreement=params["min_agreement"],
+        min_cosine=params["min_cosine"],
+    )

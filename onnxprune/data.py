@@ -1,0 +1,170 @@
+"""The project's data format: one ``.npz`` file of samples, checked against the model.
+
+Arrays are named like the model's inputs, with samples on the first axis and the model input's
+rank; an optional integer ``label`` array; optional ``group.<attribute>`` arrays (strings or
+integers) for per-group metrics. Every mismatch is an ``InputError`` naming the array.
+Without a data file, ``synthetic_dataset`` builds inputs from the model's input spec.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxprune.errors import InputError
+
+__all__ = ["Dataset", "InputSpec", "input_specs", "load_dataset", "synthetic_dataset"]
+
+LABEL = "label"
+GROUP_PREFIX = "group."
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """A graph input: name, numpy dtype and dims (int for static, str or None for dynamic)."""
+
+    name: str
+    dtype: np.dtype
+    dims: tuple[int | str | None, ...]
+
+    def describe(self) -> str:
+        dims = ", ".join("?" if d is None else str(d) for d in self.dims)
+        return f"{self.name}: {self.dtype}[{dims}]"
+
+
+def input_specs(model: ir.Model) -> list[InputSpec]:
+    """The model's real inputs (initializers listed as inputs are left out)."""
+    specs = []
+    for value in model.graph.inputs:
+        if value.name in model.graph.initializers:
+            continue
+        if value.dtype is None or value.shape is None:
+            raise InputError(f"model input '{value.name}' has no tensor type or shape")
+        dims = tuple(d if isinstance(d, int) else (d.value if d.value else None) for d in value.shape)
+        specs.append(InputSpec(value.name, np.dtype(value.dtype.numpy()), dims))
+    return specs
+
+
+@dataclass
+class Dataset:
+    """Model inputs, optional labels and group columns, all with the same number of samples."""
+
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray | None = None
+    groups: dict[str, np.ndarray] = field(default_factory=dict)
+    source: str = ""
+    synthetic: bool = False
+
+    @property
+    def samples(self) -> int:
+        return len(next(iter(self.inputs.values())))
+
+    def slice(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        return {name: array[start:stop] for name, array in self.inputs.items()}
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise InputError(f"{path}: no such data file")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except ValueError as error:
+        if "pickle" in str(error):
+            raise InputError(
+                f"{path}: holds object arrays; store strings as fixed-width unicode ('U') arrays"
+            ) from error
+        raise InputError(f"{path}: not a readable .npz file ({error})") from error
+    except (OSError, zipfile.BadZipFile, EOFError) as error:
+        raise InputError(f"{path}: not a readable .npz file ({error})") from error
+
+
+def _check_input(path: Path, spec: InputSpec, array: np.ndarray) -> None:
+    if array.dtype != spec.dtype:
+        raise InputError(
+            f"{path}: array '{spec.name}' has dtype {array.dtype}, the model expects {spec.dtype}"
+        )
+    if array.ndim != len(spec.dims):
+        raise InputError(
+            f"{path}: array '{spec.name}' has shape {array.shape}, the model expects rank "
+            f"{len(spec.dims)} ({spec.describe()}; samples on the first axis)"
+        )
+    for axis, (got, want) in enumerate(zip(array.shape, spec.dims)):
+        if axis and isinstance(want, int) and got != want:
+            raise InputError(
+                f"{path}: array '{spec.name}' has shape {array.shape}, the model expects "
+                f"{spec.describe()} (axis {axis} differs)"
+            )
+    batch = spec.dims[0]
+    if isinstance(batch, int) and len(array) % batch:
+        raise InputError(
+            f"{path}: array '{spec.name}' has {len(array)} samples, not a multiple of the "
+            f"model's fixed batch size {batch}"
+        )
+
+
+def _check_column(path: Path, name: str, array: np.ndarray, kinds: str) -> None:
+    if array.ndim < 1 or array.dtype.kind not in kinds:
+        raise InputError(f"{path}: array '{name}' must be a 1-D array of kind {kinds!r}")
+
+
+def load_dataset(path: str | os.PathLike, specs: list[InputSpec]) -> Dataset:
+    """Read ``path`` and check it against the model's inputs."""
+    path = Path(path)
+    arrays = _read_npz(path)
+    expected = {spec.name for spec in specs}
+    for name in arrays:
+        if name not in expected and name != LABEL and not name.startswith(GROUP_PREFIX):
+            raise InputError(
+                f"{path}: array '{name}' is not a model input ({', '.join(sorted(expected))}), "
+                f"'{LABEL}' or '{GROUP_PREFIX}<attribute>'"
+            )
+    for spec in specs:
+        if spec.name not in arrays:
+            raise InputError(f"{path}: no array named '{spec.name}' (model input {spec.describe()})")
+        _check_input(path, spec, arrays[spec.name])
+    labels = arrays.get(LABEL)
+    if labels is not None:
+        _check_column(path, LABEL, labels, "iub")
+    groups = {n[len(GROUP_PREFIX) :]: a for n, a in arrays.items() if n.startswith(GROUP_PREFIX)}
+    for attribute, column in groups.items():
+        _check_column(path, GROUP_PREFIX + attribute, column, "iuUSb")
+        if column.ndim != 1:
+            raise InputError(f"{path}: array '{GROUP_PREFIX}{attribute}' must be 1-D")
+    lengths = {name: len(array) for name, array in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        listed = ", ".join(f"{n}={k}" for n, k in sorted(lengths.items()))
+        raise InputError(f"{path}: arrays have different numbers of samples ({listed})")
+    if not lengths or min(lengths.values()) == 0:
+        raise InputError(f"{path}: holds no samples")
+    inputs = {spec.name: arrays[spec.name] for spec in specs}
+    return Dataset(inputs, labels, groups, source=str(path))
+
+
+def _synthetic_array(spec: InputSpec, samples: int, rng: np.random.Generator) -> np.ndarray:
+    shape = [samples] + [d if isinstance(d, int) else 16 for d in spec.dims[1:]]
+    if isinstance(spec.dims[0], int):
+        shape[0] = samples * spec.dims[0]
+    if spec.dtype.kind == "f":
+        return rng.standard_normal(shape).astype(spec.dtype)
+    if spec.dtype.kind == "b":
+        return np.ones(shape, dtype=spec.dtype)
+    if "mask" in spec.name.lower():
+        return np.ones(shape, dtype=spec.dtype)
+    return rng.integers(0, 100, size=shape).astype(spec.dtype)
+
+
+def synthetic_dataset(specs: list[InputSpec], samples: int = 32, seed: int = 0) -> Dataset:
+    """Inputs drawn from the model's input spec, for agreement checks without data.
+
+    Floats are standard normal; integers uniform in [0, 100) (token ids of any real vocabulary);
+    inputs named like a mask are all ones; dynamic non-batch dims are 16.
+    """
+    rng = np.random.default_rng(seed)
+    inputs = {spec.name: _synthetic_array(spec, samples, rng) for spec in specs}
+    return Dataset(inputs, source=f"synthetic ({samples} samples, seed {seed})", synthetic=True)

@@ -1,0 +1,114 @@
+"""The op-knowledge table: what onnxprune knows about each ONNX operator.
+
+Every decision about how a constant input of a node may be treated comes from ``OP_TABLE``.
+An entry says, per input index, either how a prunable weight is laid out (which axis carries
+the node's output channels, which its input channels, after ``transB``/``group``/transposed
+layouts are taken into account) or what role the constant plays (bias, normalization
+parameter, embedding table), which keeps it out of pruning. An operator that is not in the
+table is never treated as a weight consumer: pruning through it is refused with a reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import onnx_ir as ir
+
+__all__ = ["OP_TABLE", "OpKnowledge", "WeightLayout", "lookup", "weight_layout"]
+
+
+@dataclass(frozen=True)
+class WeightLayout:
+    """Axes of a weight tensor that carry the consuming node's output and input channels."""
+
+    out_axis: int
+    in_axis: int
+
+
+# A layout rule returns the layout of a weight for this node, or the reason it is not prunable.
+LayoutRule = Callable[[ir.Node, int], "WeightLayout | str"]
+
+
+@dataclass(frozen=True)
+class OpKnowledge:
+    """What one operator's constant inputs mean.
+
+    Attributes:
+        weights: input index -> rule giving the layout of a prunable weight at that input.
+        roles: input index -> role of a constant input that is deliberately left alone.
+    """
+
+    weights: Mapping[int, LayoutRule] = field(default_factory=dict)
+    roles: Mapping[int, str] = field(default_factory=dict)
+
+
+def _conv_weight(node: ir.Node, rank: int) -> WeightLayout | str:
+    # Conv weight: [C_out, C_in / group, k...]; per-group input channels sit on axis 1.
+    if rank < 3:
+        return f"Conv weight of rank {rank} (expected at least 3)"
+    return WeightLayout(out_axis=0, in_axis=1)
+
+
+def _conv_transpose_weight(node: ir.Node, rank: int) -> WeightLayout | str:
+    # ConvTranspose weight: [C_in, C_out / group, k...].
+    if rank < 3:
+        return f"ConvTranspose weight of rank {rank} (expected at least 3)"
+    return WeightLayout(out_axis=1, in_axis=0)
+
+
+def _gemm_b(node: ir.Node, rank: int) -> WeightLayout | str:
+    # Gemm computes A' @ B' with B' = B.T when transB=1: B is [N, K] then, else [K, N].
+    if rank != 2:
+        return f"Gemm B of rank {rank}"
+    trans_b = node.attributes.get_int("transB", 0)
+    return WeightLayout(out_axis=0, in_axis=1) if trans_b else WeightLayout(out_axis=1, in_axis=0)
+
+
+def _matmul_b(node: ir.Node, rank: int) -> WeightLayout | str:
+    # x @ W with W of shape [K, N]: input channels on axis 0, output channels on axis 1.
+    if rank != 2:
+        return f"MatMul constant B of rank {rank} (only 2-D weights are pruned)"
+    return WeightLayout(out_axis=1, in_axis=0)
+
+
+_BIAS = "bias"
+_NORM = "normalization parameter"
+_ELEMENTWISE = "elementwise operand"
+
+OP_TABLE: dict[tuple[str, str], OpKnowledge] = {
+    ("", "Conv"): OpKnowledge(weights={1: _conv_weight}, roles={2: _BIAS}),
+    ("", "ConvTranspose"): OpKnowledge(weights={1: _conv_transpose_weight}, roles={2: _BIAS}),
+    ("", "Gemm"): OpKnowledge(
+        weights={1: _gemm_b}, roles={0: "Gemm A input (activation side)", 2: _BIAS}
+    ),
+    ("", "MatMul"): OpKnowledge(
+        weights={1: _matmul_b}, roles={0: "constant MatMul A input (activation side)"}
+    ),
+    ("", "Gather"): OpKnowledge(roles={0: "embedding table (Gather data)", 1: "gather indices"}),
+    ("", "BatchNormalization"): OpKnowledge(roles=dict.fromkeys(range(1, 5), _NORM)),
+    ("", "LayerNormalization"): OpKnowledge(roles={1: _NORM, 2: _NORM}),
+    ("", "InstanceNormalization"): OpKnowledge(roles={1: _NORM, 2: _NORM}),
+    ("", "GroupNormalization"): OpKnowledge(roles={1: _NORM, 2: _NORM}),
+    **{("", op): OpKnowledge(roles={0: _ELEMENTWISE, 1: _ELEMENTWISE})
+       for op in ("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "PRelu")},
+}
+
+
+def lookup(node: ir.Node) -> OpKnowledge | None:
+    """The table entry of ``node``'s operator, or None if onnxprune does not know it."""
+    return OP_TABLE.get((node.domain or "", node.op_type))
+
+
+def weight_layout(node: ir.Node, input_index: int, rank: int) -> WeightLayout | str:
+    """Layout of the constant at ``node.inputs[input_index]``, or why it is not a prunable weight."""
+    knowledge = lookup(node)
+    if knowledge is None:
+        return f"consumed by {node.op_type}, which is not in the op table"
+    rule = knowledge.weights.get(input_index)
+    if rule is not None:
+        return rule(node, rank)
+    role = knowledge.roles.get(input_index)
+    if role is not None:
+        return role
+    return f"input {input_index} of {node.op_type} is not a weight input"

@@ -1,0 +1,181 @@
+"""Reports: one JSON document per command run, and the same content as a terminal table.
+
+The JSON has a ``schema_version``; fields are documented in the README. Everything except
+``verification.latency`` and the tool version is deterministic for the same inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+__all__ = ["SCHEMA_VERSION", "build_report", "render_report", "write_json"]
+
+SCHEMA_VERSION = 1
+
+
+def _tool_version() -> str:
+    try:
+        return version("onnxprune")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def build_report(
+    command: str,
+    model: str | os.PathLike,
+    output: str | os.PathLike | None = None,
+    pruning: dict | None = None,
+    verification: dict | None = None,
+    gates: list[dict] | None = None,
+) -> dict:
+    """Assemble a report; ``passed`` is False when any gate failed."""
+    gates = gates or []
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "onnxprune", "version": _tool_version()},
+        "command": command,
+        "model": str(model),
+        "output": None if output is None else str(output),
+        "pruning": pruning,
+        "verification": verification,
+        "gates": gates,
+        "passed": all(gate["passed"] for gate in gates),
+    }
+
+
+def write_json(path: str | os.PathLike, data: dict) -> None:
+    """Write ``data`` as indented JSON to ``path`` atomically (temporary file, then rename)."""
+    path = Path(path)
+    text = json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n"
+    handle = tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, prefix=f".{path.name}.", delete=False, encoding="utf-8"
+    )
+    try:
+        with handle:
+            handle.write(text)
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def _kib(size: int) -> str:
+    return f"{size / 1024:,.1f} KiB"
+
+
+def _pruning_lines(pruning: dict) -> list[str]:
+    options, totals = pruning["options"], pruning["totals"]
+    pattern = f", pattern {options['pattern']}" if options["pattern"] else ""
+    lines = [
+        f"Pruning: method {options['method']}, scope {options['scope']}{pattern}, "
+        f"target {_pct(options['effective_sparsity'])}",
+        f"  {'weight':<40} {'op':<14} {'shape':<16} {'sparsity before -> after'}",
+    ]
+    for layer in pruning["layers"]:
+        shape = "x".join(str(d) for d in layer["shape"])
+        lines.append(
+            f"  {layer['name'][:40]:<40} {layer['op_type']:<14} {shape:<16} "
+            f"{_pct(layer['sparsity_before'])} -> {_pct(layer['sparsity_after'])}"
+        )
+    lines.append(
+        f"  total: {totals['elements']:,} weights in {totals['pruned_weights']} tensors, "
+        f"{_pct(totals['sparsity_before'])} -> {_pct(totals['sparsity_after'])}"
+    )
+    reasons = Counter(s["reason"] for s in pruning["skipped"])
+    for reason, count in sorted(reasons.items(), key=lambda item: (-item[1], item[0])):
+        lines.append(f"  skipped {count} tensor(s): {reason}")
+    return lines
+
+
+def _group_lines(attribute: str, summary: dict) -> list[str]:
+    lines = [f"Groups by {attribute}:"]
+    header = f"  {'group':<22} {'n':>6} {'agree':>8}"
+    if "accuracy_gap_before" in summary:
+        header += f" {'acc before':>11} {'after':>9} {'drop pt':>8} {'tpr b/a':>15} {'fpr b/a':>15}"
+    lines.append(header)
+    for g in summary["groups"]:
+        line = f"  {g['group'][:22]:<22} {g['samples']:>6} {_pct(g['top1_agreement']):>8}"
+        if "accuracy_before" in g:
+            line += (
+                f" {_pct(g['accuracy_before']):>11} {_pct(g['accuracy_after']):>9}"
+                f" {100 * g['accuracy_drop']:>8.2f}"
+            )
+        if "tpr_before" in g:
+            for rate in ("tpr", "fpr"):
+                pair = f"{_pct(g[f'{rate}_before'])}/{_pct(g[f'{rate}_after'])}"
+                line += f" {pair:>15}"
+        lines.append(line)
+    if "accuracy_gap_before" in summary:
+        lines.append(
+            f"  accuracy gap between groups: {100 * summary['accuracy_gap_before']:.2f} pt -> "
+            f"{100 * summary['accuracy_gap_after']:.2f} pt; worst drop: {summary['worst_group']} "
+            f"({100 * summary['worst_group_drop']:.2f} pt)"
+        )
+    return lines
+
+
+def _verification_lines(verification: dict) -> list[str]:
+    data, quality = verification["data"], verification["quality"]
+    kind = "synthetic inputs (agreement only, no accuracy)" if data["synthetic"] else "data"
+    lines = [
+        f"Verification on {kind}: {data['source']}, {data['samples']} samples, "
+        f"output '{verification['scored_output']}'"
+    ]
+    if "accuracy_before" in quality:
+        lines.append(
+            f"  accuracy          {_pct(quality['accuracy_before'])} -> "
+            f"{_pct(quality['accuracy_after'])} (drop {100 * quality['accuracy_drop']:.2f} pt)"
+        )
+    lines += [
+        f"  top-1 agreement   {_pct(quality['top1_agreement'])}",
+        f"  cosine mean/min   {quality['cosine_mean']:.4f} / {quality['cosine_min']:.4f}",
+        f"  max abs diff      {quality['max_abs_diff']:.4g}",
+    ]
+    size = verification["size"]
+    lines.append(
+        f"  size              {_kib(size['baseline']['bytes'])} -> {_kib(size['candidate']['bytes'])}"
+        f" (compressed {_kib(size['baseline']['compressed_bytes'])} -> "
+        f"{_kib(size['candidate']['compressed_bytes'])})"
+    )
+    latency = verification.get("latency")
+    if latency:
+        threads = latency["intra_op_threads"] or f"default of {latency['cpu_count']} cpus"
+        lines.append(
+            f"  latency p50/p95   {latency['baseline']['p50_ms']:.3f}/{latency['baseline']['p95_ms']:.3f}"
+            f" ms -> {latency['candidate']['p50_ms']:.3f}/{latency['candidate']['p95_ms']:.3f} ms"
+            f" (speedup {latency['speedup']:.2f}x; batch {latency['batch']}, "
+            f"{latency['runs']} interleaved runs, threads {threads})"
+        )
+    for attribute, summary in quality["groups"].items():
+        lines += _group_lines(attribute, summary)
+    return lines
+
+
+def render_report(report: dict) -> str:
+    """The report as a readable terminal table."""
+    target = f" -> {report['output']}" if report["output"] else ""
+    lines = [f"onnxprune {report['command']}: {report['model']}{target}"]
+    if report["pruning"]:
+        lines += _pruning_lines(report["pruning"])
+    if report["verification"]:
+        lines += _verification_lines(report["verification"])
+    if report["gates"]:
+        lines.append("Gates:")
+        for gate in report["gates"]:
+            relation = ">=" if gate["gate"].startswith("min_") else "<="
+            verdict = "pass" if gate["passed"] else "FAIL"
+            lines.append(
+                f"  {gate['gate']:<18} {gate['value']:.4f} {relation} {gate['limit']:g}: {verdict}"
+            )
+    if report["verification"] or report["gates"]:
+        lines.append("Result: " + ("PASS" if report["passed"] else "FAIL (a gate broke)"))
+    return "\n".join(lines)

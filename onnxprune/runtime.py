@@ -1,0 +1,61 @@
+"""Run models in onnxruntime: sessions, batched inference over a dataset.
+
+Sessions are CPU-only with an explicit intra-op thread count (0 lets onnxruntime choose), so a
+report can say exactly how its numbers were measured.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from onnxprune.data import Dataset
+from onnxprune.errors import InputError
+
+__all__ = ["create_session", "fixed_batch", "run_dataset"]
+
+
+def create_session(path: str | os.PathLike, threads: int = 0) -> ort.InferenceSession:
+    """An onnxruntime CPU session for the model at ``path``."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own exception types
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(f"{Path(path)}: onnxruntime cannot load the model ({message})") from error
+
+
+def fixed_batch(session: ort.InferenceSession) -> int | None:
+    """The batch size every input pins on its first axis, or None if the batch is dynamic."""
+    sizes = {i.shape[0] for i in session.get_inputs() if i.shape and isinstance(i.shape[0], int)}
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+def run_dataset(
+    session: ort.InferenceSession, dataset: Dataset, batch_size: int = 64
+) -> dict[str, np.ndarray]:
+    """Run every sample through ``session``; outputs are concatenated along the sample axis."""
+    batch_size = fixed_batch(session) or batch_size
+    names = [output.name for output in session.get_outputs()]
+    pieces: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for start in range(0, dataset.samples, batch_size):
+        feed = dataset.slice(start, start + batch_size)
+        try:
+            results = session.run(names, feed)
+        except Exception as error:  # onnxruntime raises its own exception types
+            raise InputError(f"onnxruntime failed on samples {start}+: {error}") from error
+        for name, result in zip(names, results):
+            pieces[name].append(np.asarray(result))
+    return {name: _concatenate(name, parts) for name, parts in pieces.items()}
+
+
+def _concatenate(name: str, parts: list[np.ndarray]) -> np.ndarray:
+    if any(part.ndim == 0 for part in parts):
+        raise InputError(f"output '{name}' has no sample axis; it cannot be compared per sample")
+    return np.concatenate(parts, axis=0)

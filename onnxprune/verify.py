@@ -1,0 +1,158 @@
+"""Verify a candidate model against its baseline with onnxruntime.
+
+``verify_models`` runs both models on the same samples (a ``.npz`` dataset, or synthetic inputs
+from the model's input spec, which the result says), and measures: accuracy against labels,
+agreement with the baseline (top-1, cosine, max abs difference), per-group metrics, latency
+(interleaved, with warm-up) and file sizes. ``evaluate_gates`` turns budgets into pass/fail.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from onnxprune.data import Dataset, input_specs, load_dataset, synthetic_dataset
+from onnxprune.errors import InputError
+from onnxprune.latency import measure_latency
+from onnxprune.metrics import accuracy, agreement_metrics, group_metrics, predictions
+from onnxprune.model_io import load_model, model_files
+from onnxprune.runtime import create_session, fixed_batch, run_dataset
+from onnxprune.sizes import model_size
+
+__all__ = ["Gates", "VerifyOptions", "evaluate_gates", "verify_models"]
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    """How to verify: data, which output is scored, batching, threads and latency runs."""
+
+    data: str | os.PathLike | None = None
+    output: str | None = None
+    batch_size: int = 64
+    threads: int = 0
+    latency_runs: int = 50
+    latency_warmup: int = 5
+    latency_batch: int = 1
+    synthetic_samples: int = 32
+
+
+@dataclass(frozen=True)
+class Gates:
+    """Budgets; None means the gate is off. Drops and agreements are fractions (0.01 = 1 pt)."""
+
+    max_accuracy_drop: float | None = None
+    max_group_drop: float | None = None
+    min_agreement: float | None = None
+    min_cosine: float | None = None
+
+    def check_applicable(self, dataset: Dataset) -> None:
+        """Refuse gates that this dataset cannot evaluate, before any work is done."""
+        if self.max_accuracy_drop is not None and dataset.labels is None:
+            raise InputError("--max-accuracy-drop needs a 'label' array in the data")
+        if self.max_group_drop is not None and (dataset.labels is None or not dataset.groups):
+            raise InputError("--max-group-drop needs 'label' and 'group.<attribute>' arrays")
+
+
+def _signature(session) -> tuple:
+    return (
+        [(i.name, i.type) for i in session.get_inputs()],
+        [(o.name, o.type) for o in session.get_outputs()],
+    )
+
+
+def prepare_dataset(model_path: str | os.PathLike, options: VerifyOptions) -> Dataset:
+    """Load the verification data for the model at ``model_path`` (or make synthetic inputs)."""
+    specs = input_specs(load_model(model_path))
+    if options.data is None:
+        return synthetic_dataset(specs, options.synthetic_samples)
+    return load_dataset(options.data, specs)
+
+
+def _quality(base_out: np.ndarray, cand_out: np.ndarray, dataset: Dataset) -> dict:
+    quality = agreement_metrics(base_out, cand_out)
+    base_pred, cand_pred = predictions(base_out), predictions(cand_out)
+    if dataset.labels is not None:
+        if dataset.labels.shape != base_pred.shape:
+            raise InputError(
+                f"'label' has shape {dataset.labels.shape}, but the scored output gives "
+                f"predictions of shape {base_pred.shape}"
+            )
+        before, after = accuracy(base_pred, dataset.labels), accuracy(cand_pred, dataset.labels)
+        quality.update(accuracy_before=before, accuracy_after=after, accuracy_drop=before - after)
+    quality["groups"] = {
+        attribute: group_metrics(column, dataset.labels, base_pred, cand_pred)
+        for attribute, column in sorted(dataset.groups.items())
+    }
+    return quality
+
+
+def verify_models(
+    baseline: str | os.PathLike,
+    candidate: str | os.PathLike,
+    options: VerifyOptions,
+    dataset: Dataset | None = None,
+) -> dict:
+    """Compare ``candidate`` with ``baseline`` on the data; return the verification section."""
+    dataset = dataset or prepare_dataset(baseline, options)
+    base_session = create_session(baseline, options.threads)
+    cand_session = create_session(candidate, options.threads)
+    if _signature(base_session) != _signature(cand_session):
+        raise InputError(f"{candidate}: inputs or outputs differ from the baseline {baseline}")
+    output_names = [o.name for o in base_session.get_outputs()]
+    scored = options.output or output_names[0]
+    if scored not in output_names:
+        raise InputError(f"no model output named '{scored}' (outputs: {', '.join(output_names)})")
+    base_outputs = run_dataset(base_session, dataset, options.batch_size)
+    cand_outputs = run_dataset(cand_session, dataset, options.batch_size)
+    result: dict = {
+        "data": {
+            "source": dataset.source,
+            "synthetic": dataset.synthetic,
+            "samples": dataset.samples,
+            "labels": dataset.labels is not None,
+            "group_attributes": sorted(dataset.groups),
+        },
+        "scored_output": scored,
+        "quality": _quality(base_outputs[scored], cand_outputs[scored], dataset),
+        "max_abs_diff_per_output": {
+            name: float(np.max(np.abs(base_outputs[name].astype(np.float64) - cand_outputs[name])))
+            for name in output_names
+        },
+        "size": {
+            "baseline": model_size(model_files(baseline)),
+            "candidate": model_size(model_files(candidate)),
+        },
+    }
+    if options.latency_runs > 0:
+        batch = fixed_batch(base_session) or options.latency_batch
+        latency = measure_latency(
+            base_session, cand_session, dataset.slice(0, batch),
+            runs=options.latency_runs, warmup=options.latency_warmup,
+        )
+        latency.update(batch=batch, intra_op_threads=options.threads, cpu_count=os.cpu_count())
+        result["latency"] = latency
+    return result
+
+
+def evaluate_gates(gates: Gates, verification: dict) -> list[dict]:
+    """One entry per active gate: its limit, the measured value and whether it held."""
+    quality = verification["quality"]
+    results = []
+
+    def add(name: str, limit: float | None, value: float | None, higher_is_better: bool) -> None:
+        if limit is None or value is None:
+            return
+        passed = value >= limit if higher_is_better else value <= limit
+        results.append({"gate": name, "limit": limit, "value": value, "passed": bool(passed)})
+
+    add("max_accuracy_drop", gates.max_accuracy_drop, quality.get("accuracy_drop"), False)
+    worst = max(
+        (g["worst_group_drop"] for g in quality["groups"].values() if "worst_group_drop" in g),
+        default=None,
+    )
+    add("max_group_drop", gates.max_group_drop, worst, False)
+    add("min_agreement", gates.min_agreement, quality["top1_agreement"], True)
+    add("min_cosine", gates.min_cosine, quality["cosine_mean"], True)
+    return results
