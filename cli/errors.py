@@ -46,8 +46,9 @@ class OneLineErrorGroup(click.Group):
         except Exception as error:  # a bug: say so in one line, keep the traceback for --debug
             if debug:
                 raise
+            detail = str(error).splitlines()[0] if str(error) else ""
             _fail(
-                f"internal error: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                f"internal error: {type(error).__name__}: {detail}"
                 " (rerun with --debug for the traceback)",
                 EXIT_INTERNAL,
             )

@@ -60,8 +60,9 @@ def inspect(model: Path, as_json: bool, debug: bool) -> None:
 @MODEL
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
 @prune_options
-@click.option("--report", type=click.Path(path_type=Path), default=None,
-              help="Write the JSON report here.")
+@click.option(
+    "--report", type=click.Path(path_type=Path), default=None, help="Write the JSON report here."
+)
 @json_option
 @debug_option
 def prune(model: Path, output: Path, report: Path | None, as_json: bool, **params: Any) -> None:
@@ -76,7 +77,9 @@ def prune(model: Path, output: Path, report: Path | None, as_json: bool, **param
 @verify_options
 @gate_options
 @debug_option
-def verify(baseline: Path, candidate: Path, report: Path | None, as_json: bool, **params: Any) -> None:
+def verify(
+    baseline: Path, candidate: Path, report: Path | None, as_json: bool, **params: Any
+) -> None:
     """Compare CANDIDATE with BASELINE in onnxruntime: accuracy, agreement, groups, speed, size."""
     result = onnxprune.verify_files(
         baseline, candidate, verify_options_from(params), gates_from(params)
@@ -87,8 +90,13 @@ def verify(baseline: Path, candidate: Path, report: Path | None, as_json: bool, 
 
 @main.command()
 @MODEL
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
-              help="Default: <stem>.compressed.onnx beside MODEL.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Default: <stem>.compressed.onnx beside MODEL.",
+)
 @prune_options
 @verify_options
 @gate_options

@@ -41,41 +41,87 @@ debug_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 prune_options = _stack(
-    click.option("--target-sparsity", type=float, default=None,
-                 help="Fraction of prunable weights to zero, in [0, 1). Default 0.5."),
-    click.option("--method", default="magnitude", show_default=True,
-                 help=f"Scoring method: {', '.join(SCORERS)}."),
-    click.option("--scope", default="layer", show_default=True,
-                 help="layer: every weight at the target; global: one threshold for all."),
+    click.option(
+        "--target-sparsity",
+        type=float,
+        default=None,
+        help="Fraction of prunable weights to zero, in [0, 1). Default 0.5.",
+    ),
+    click.option(
+        "--method",
+        default="magnitude",
+        show_default=True,
+        help=f"Scoring method: {', '.join(SCORERS)}.",
+    ),
+    click.option(
+        "--scope",
+        default="layer",
+        show_default=True,
+        help="layer: every weight at the target; global: one threshold for all.",
+    ),
     click.option("--pattern", default=None, help="N:M sparsity, e.g. 2:4 (per layer)."),
     click.option("--include", default=None, help="Regex: prune only weights/nodes matching it."),
     click.option("--exclude", default=None, help="Regex: leave weights/nodes matching it alone."),
 )
 
 verify_options = _stack(
-    click.option("--data", type=click.Path(path_type=Path), default=None,
-                 help="Evaluation .npz (see README). Without it: synthetic inputs, agreement only."),
+    click.option(
+        "--data",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Evaluation .npz (see README). Without it: synthetic inputs, agreement only.",
+    ),
     click.option("--score-output", default=None, help="Model output to score (default: first)."),
     click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True),
-    click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
-                 help="onnxruntime intra-op threads; 0 lets onnxruntime choose."),
-    click.option("--latency-runs", type=click.IntRange(min=0), default=50, show_default=True,
-                 help="Interleaved timed runs per model (0 skips latency)."),
+    click.option(
+        "--threads",
+        type=click.IntRange(min=0),
+        default=0,
+        show_default=True,
+        help="onnxruntime intra-op threads; 0 lets onnxruntime choose.",
+    ),
+    click.option(
+        "--latency-runs",
+        type=click.IntRange(min=0),
+        default=50,
+        show_default=True,
+        help="Interleaved timed runs per model (0 skips latency).",
+    ),
     click.option("--latency-batch", type=click.IntRange(min=1), default=1, show_default=True),
     click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True),
 )
 
 gate_options = _stack(
-    click.option("--max-accuracy-drop", type=float, default=None,
-                 help="Fail (exit 1) if accuracy drops by more than this fraction (0.01 = 1 pt)."),
-    click.option("--max-group-drop", type=float, default=None,
-                 help="Fail if any group's accuracy drops by more than this fraction."),
-    click.option("--min-agreement", type=float, default=None,
-                 help="Fail if top-1 agreement with the baseline is below this fraction."),
-    click.option("--min-cosine", type=float, default=None,
-                 help="Fail if the mean output cosine to the baseline is below this."),
-    click.option("--report", type=click.Path(path_type=Path), default=None,
-                 help="Write the JSON report here."),
+    click.option(
+        "--max-accuracy-drop",
+        type=float,
+        default=None,
+        help="Fail (exit 1) if accuracy drops by more than this fraction (0.01 = 1 pt).",
+    ),
+    click.option(
+        "--max-group-drop",
+        type=float,
+        default=None,
+        help="Fail if any group's accuracy drops by more than this fraction.",
+    ),
+    click.option(
+        "--min-agreement",
+        type=float,
+        default=None,
+        help="Fail if top-1 agreement with the baseline is below this fraction.",
+    ),
+    click.option(
+        "--min-cosine",
+        type=float,
+        default=None,
+        help="Fail if the mean output cosine to the baseline is below this.",
+    ),
+    click.option(
+        "--report",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Write the JSON report here.",
+    ),
     json_option,
 )
 

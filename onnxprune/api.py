@@ -40,16 +40,16 @@ def prune(model: ModelT, options: PruneOptions) -> tuple[ModelT, PruneResult]:
     return working, prune_model(working, options)
 
 
-def default_outputs(model: str | os.PathLike, output: str | os.PathLike | None) -> tuple[Path, Path]:
-    """``<stem>.compressed.onnx`` and its report beside the input, or the report beside ``output``."""
+def default_outputs(
+    model: str | os.PathLike, output: str | os.PathLike | None
+) -> tuple[Path, Path]:
+    """Output and report paths: ``<stem>.compressed.onnx`` beside the input by default."""
     model = Path(model)
     out = Path(output) if output else model.with_name(f"{model.stem}.compressed.onnx")
     return out, out.with_name(f"{out.stem}.report.json")
 
 
-def prune_file(
-    model: str | os.PathLike, output: str | os.PathLike, options: PruneOptions
-) -> dict:
+def prune_file(model: str | os.PathLike, output: str | os.PathLike, options: PruneOptions) -> dict:
     """Prune the model at ``model`` into ``output``; return the report."""
     options.validate()
     working = load_model(model)
@@ -65,14 +65,18 @@ def verify_files(
     baseline: str | os.PathLike,
     candidate: str | os.PathLike,
     options: VerifyOptions,
-    gates: Gates = Gates(),
+    gates: Gates | None = None,
 ) -> dict:
     """Verify ``candidate`` against ``baseline``; return the report (``passed`` per gates)."""
+    gates = gates or Gates()
     dataset = prepare_dataset(baseline, options)
     gates.check_applicable(dataset)
     verification = verify_models(baseline, candidate, options, dataset)
     return build_report(
-        "verify", baseline, candidate, verification=verification,
+        "verify",
+        baseline,
+        candidate,
+        verification=verification,
         gates=evaluate_gates(gates, verification),
     )
 
@@ -82,19 +86,24 @@ def compress_file(
     output: str | os.PathLike,
     prune_options: PruneOptions,
     verify_options: VerifyOptions,
-    gates: Gates = Gates(),
+    gates: Gates | None = None,
 ) -> dict:
     """Prune ``model`` into ``output`` and verify it; return the combined report.
 
     Data and gates are checked before anything is written; the output is written even when a
     gate fails (the report says which), so the caller can inspect it.
     """
+    gates = gates or Gates()
     prune_options.validate()
     dataset = prepare_dataset(model, verify_options)
     gates.check_applicable(dataset)
     report = prune_file(model, output, prune_options)
     verification = verify_models(model, output, verify_options, dataset)
     return build_report(
-        "compress", model, output, pruning=report["pruning"], verification=verification,
+        "compress",
+        model,
+        output,
+        pruning=report["pruning"],
+        verification=verification,
         gates=evaluate_gates(gates, verification),
     )

@@ -45,7 +45,9 @@ def input_specs(model: ir.Model) -> list[InputSpec]:
             continue
         if value.dtype is None or value.shape is None:
             raise InputError(f"model input '{value.name}' has no tensor type or shape")
-        dims = tuple(d if isinstance(d, int) else (d.value if d.value else None) for d in value.shape)
+        dims = tuple(
+            d if isinstance(d, int) else (d.value if d.value else None) for d in value.shape
+        )
         specs.append(InputSpec(value.name, np.dtype(value.dtype.numpy()), dims))
     return specs
 
@@ -71,6 +73,8 @@ class Dataset:
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise InputError(f"{path}: no such data file")
+    if not zipfile.is_zipfile(path):
+        raise InputError(f"{path}: not a readable .npz file (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
@@ -94,7 +98,7 @@ def _check_input(path: Path, spec: InputSpec, array: np.ndarray) -> None:
             f"{path}: array '{spec.name}' has shape {array.shape}, the model expects rank "
             f"{len(spec.dims)} ({spec.describe()}; samples on the first axis)"
         )
-    for axis, (got, want) in enumerate(zip(array.shape, spec.dims)):
+    for axis, (got, want) in enumerate(zip(array.shape, spec.dims, strict=True)):
         if axis and isinstance(want, int) and got != want:
             raise InputError(
                 f"{path}: array '{spec.name}' has shape {array.shape}, the model expects "
@@ -126,7 +130,9 @@ def load_dataset(path: str | os.PathLike, specs: list[InputSpec]) -> Dataset:
             )
     for spec in specs:
         if spec.name not in arrays:
-            raise InputError(f"{path}: no array named '{spec.name}' (model input {spec.describe()})")
+            raise InputError(
+                f"{path}: no array named '{spec.name}' (model input {spec.describe()})"
+            )
         _check_input(path, spec, arrays[spec.name])
     labels = arrays.get(LABEL)
     if labels is not None:

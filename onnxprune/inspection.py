@@ -48,17 +48,19 @@ def _initializer_rows(model: ir.Model) -> list[dict]:
     for name, value in model.graph.initializers.items():
         array = value.const_value.numpy() if value.const_value is not None else np.zeros(0)
         is_prunable, op_type, reason = verdicts[name]
-        rows.append({
-            "name": name,
-            "dtype": _dtype_name(value.dtype),
-            "shape": [int(d) for d in array.shape],
-            "elements": int(array.size),
-            "bytes": int(array.nbytes),
-            "sparsity": float(np.count_nonzero(array == 0) / array.size) if array.size else 0.0,
-            "prunable": is_prunable,
-            "op": op_type,
-            "reason": reason,
-        })
+        rows.append(
+            {
+                "name": name,
+                "dtype": _dtype_name(value.dtype),
+                "shape": [int(d) for d in array.shape],
+                "elements": int(array.size),
+                "bytes": int(array.nbytes),
+                "sparsity": float(np.count_nonzero(array == 0) / array.size) if array.size else 0.0,
+                "prunable": is_prunable,
+                "op": op_type,
+                "reason": reason,
+            }
+        )
     return rows
 
 
@@ -101,7 +103,8 @@ def render_inspection(summary: dict) -> str:
     opsets = ", ".join(f"{domain or 'ai.onnx'} {v}" for domain, v in summary["opsets"].items())
     lines = [
         f"{summary['model']}: IR {summary['ir_version']}, opsets {opsets}, "
-        f"producer {summary['producer'] or '-'}, external data {'yes' if summary['external_data'] else 'no'}",
+        f"producer {summary['producer'] or '-'}, "
+        f"external data {'yes' if summary['external_data'] else 'no'}",
     ]
     for kind in ("inputs", "outputs"):
         for io in summary[kind]:

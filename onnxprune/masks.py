@@ -32,7 +32,7 @@ def _drop_lowest(scores: np.ndarray, count: int) -> np.ndarray:
 
 def layer_mask(scores: np.ndarray, sparsity: float) -> np.ndarray:
     """Remove the lowest-scoring ``round(sparsity * size)`` weights of one tensor."""
-    count = int(round(sparsity * scores.size))
+    count = round(sparsity * scores.size)
     return _drop_lowest(scores.ravel(), count).reshape(scores.shape)
 
 
@@ -45,7 +45,7 @@ def _rows_by_output(array: np.ndarray, layout: WeightLayout) -> np.ndarray:
 def per_output_mask(scores: np.ndarray, sparsity: float, layout: WeightLayout) -> np.ndarray:
     """Remove the same share of weights from every output channel (the Wanda comparison group)."""
     rows = _rows_by_output(scores, layout)
-    count = int(round(sparsity * rows.shape[1]))
+    count = round(sparsity * rows.shape[1])
     keep = np.ones(rows.shape, dtype=bool)
     if count > 0:
         lowest = np.argsort(rows, axis=1, kind="stable")[:, :count]
@@ -76,7 +76,7 @@ def global_masks(scores: Mapping[str, np.ndarray], sparsity: float) -> dict[str,
     """One threshold across all tensors: remove the lowest ``round(sparsity * total)`` scores."""
     names = list(scores)
     flat = np.concatenate([scores[name].ravel() for name in names]) if names else np.zeros(0)
-    keep = _drop_lowest(flat, int(round(sparsity * flat.size)))
+    keep = _drop_lowest(flat, round(sparsity * flat.size))
     masks, start = {}, 0
     for name in names:
         size = scores[name].size

@@ -72,10 +72,16 @@ def group_metrics(
             "top1_agreement": float(np.mean(base_pred[rows] == cand_pred[rows])),
         }
         if labels is not None:
-            before, after = accuracy(base_pred[rows], labels[rows]), accuracy(cand_pred[rows], labels[rows])
+            before, after = (
+                accuracy(base_pred[rows], labels[rows]),
+                accuracy(cand_pred[rows], labels[rows]),
+            )
             entry.update(accuracy_before=before, accuracy_after=after, accuracy_drop=before - after)
         if binary:
-            rates_before, rates_after = _rates(base_pred[rows], labels[rows]), _rates(cand_pred[rows], labels[rows])
+            rates_before, rates_after = (
+                _rates(base_pred[rows], labels[rows]),
+                _rates(cand_pred[rows], labels[rows]),
+            )
             entry.update({f"{k}_before": v for k, v in rates_before.items()})
             entry.update({f"{k}_after": v for k, v in rates_after.items()})
         groups.append(entry)

@@ -126,7 +126,9 @@ def _check_written_model(path: Path) -> None:
     try:
         ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own exception types
-        raise InputError(f"the result does not load in onnxruntime: {_first_line(error)}") from error
+        raise InputError(
+            f"the result does not load in onnxruntime: {_first_line(error)}"
+        ) from error
 
 
 def check_distinct_output(

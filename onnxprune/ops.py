@@ -90,8 +90,10 @@ OP_TABLE: dict[tuple[str, str], OpKnowledge] = {
     ("", "LayerNormalization"): OpKnowledge(roles={1: _NORM, 2: _NORM}),
     ("", "InstanceNormalization"): OpKnowledge(roles={1: _NORM, 2: _NORM}),
     ("", "GroupNormalization"): OpKnowledge(roles={1: _NORM, 2: _NORM}),
-    **{("", op): OpKnowledge(roles={0: _ELEMENTWISE, 1: _ELEMENTWISE})
-       for op in ("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "PRelu")},
+    **{
+        ("", op): OpKnowledge(roles={0: _ELEMENTWISE, 1: _ELEMENTWISE})
+        for op in ("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "PRelu")
+    },
 }
 
 
@@ -101,7 +103,7 @@ def lookup(node: ir.Node) -> OpKnowledge | None:
 
 
 def weight_layout(node: ir.Node, input_index: int, rank: int) -> WeightLayout | str:
-    """Layout of the constant at ``node.inputs[input_index]``, or why it is not a prunable weight."""
+    """Layout of the constant at ``node.inputs[input_index]``, or why it is not prunable."""
     knowledge = lookup(node)
     if knowledge is None:
         return f"consumed by {node.op_type}, which is not in the op table"

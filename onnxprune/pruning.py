@@ -139,7 +139,9 @@ class PruneResult:
 
     def to_dict(self) -> dict:
         options = asdict(self.options)
-        options["pattern"] = None if self.options.pattern is None else "%d:%d" % self.options.pattern
+        options["pattern"] = (
+            None if self.options.pattern is None else "{}:{}".format(*self.options.pattern)
+        )
         options["effective_sparsity"] = self.options.sparsity
         return {
             "options": options,
@@ -229,7 +231,11 @@ def prune_model(model: ir.Model, options: PruneOptions) -> PruneResult:
     PruneWeightsPass(masks)(model)
     layers = [
         LayerResult(
-            name=w.name, op_type=w.op_type, nodes=w.nodes, shape=w.shape, size=w.size,
+            name=w.name,
+            op_type=w.op_type,
+            nodes=w.nodes,
+            shape=w.shape,
+            size=w.size,
             zeros_before=zeros_before[w.name],
             zeros_after=int(
                 np.count_nonzero(model.graph.initializers[w.name].const_value.numpy() == 0)

@@ -72,6 +72,10 @@ def _kib(size: int) -> str:
     return f"{size / 1024:,.1f} KiB"
 
 
+def _ms(timing: dict) -> str:
+    return f"{timing['p50_ms']:.3f}/{timing['p95_ms']:.3f} ms"
+
+
 def _pruning_lines(pruning: dict) -> list[str]:
     options, totals = pruning["options"], pruning["totals"]
     pattern = f", pattern {options['pattern']}" if options["pattern"] else ""
@@ -142,7 +146,8 @@ def _verification_lines(verification: dict) -> list[str]:
     ]
     size = verification["size"]
     lines.append(
-        f"  size              {_kib(size['baseline']['bytes'])} -> {_kib(size['candidate']['bytes'])}"
+        f"  size              {_kib(size['baseline']['bytes'])} -> "
+        f"{_kib(size['candidate']['bytes'])}"
         f" (compressed {_kib(size['baseline']['compressed_bytes'])} -> "
         f"{_kib(size['candidate']['compressed_bytes'])})"
     )
@@ -150,8 +155,7 @@ def _verification_lines(verification: dict) -> list[str]:
     if latency:
         threads = latency["intra_op_threads"] or f"default of {latency['cpu_count']} cpus"
         lines.append(
-            f"  latency p50/p95   {latency['baseline']['p50_ms']:.3f}/{latency['baseline']['p95_ms']:.3f}"
-            f" ms -> {latency['candidate']['p50_ms']:.3f}/{latency['candidate']['p95_ms']:.3f} ms"
+            f"  latency p50/p95   {_ms(latency['baseline'])} -> {_ms(latency['candidate'])}"
             f" (speedup {latency['speedup']:.2f}x; batch {latency['batch']}, "
             f"{latency['runs']} interleaved runs, threads {threads})"
         )

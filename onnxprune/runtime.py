@@ -50,7 +50,7 @@ def run_dataset(
             results = session.run(names, feed)
         except Exception as error:  # onnxruntime raises its own exception types
             raise InputError(f"onnxruntime failed on samples {start}+: {error}") from error
-        for name, result in zip(names, results):
+        for name, result in zip(names, results, strict=True):
             pieces[name].append(np.asarray(result))
     return {name: _concatenate(name, parts) for name, parts in pieces.items()}
 

@@ -56,10 +56,15 @@ class Gates:
 
 
 def _signature(session) -> tuple:
-    return (
-        [(i.name, i.type) for i in session.get_inputs()],
-        [(o.name, o.type) for o in session.get_outputs()],
-    )
+    """Names, types and static dims of inputs and outputs (symbolic dims may be renamed)."""
+
+    def describe(args) -> list[tuple]:
+        return [
+            (a.name, a.type, tuple(d if isinstance(d, int) else None for d in a.shape or ()))
+            for a in args
+        ]
+
+    return describe(session.get_inputs()), describe(session.get_outputs())
 
 
 def prepare_dataset(model_path: str | os.PathLike, options: VerifyOptions) -> Dataset:
@@ -128,8 +133,11 @@ def verify_models(
     if options.latency_runs > 0:
         batch = fixed_batch(base_session) or options.latency_batch
         latency = measure_latency(
-            base_session, cand_session, dataset.slice(0, batch),
-            runs=options.latency_runs, warmup=options.latency_warmup,
+            base_session,
+            cand_session,
+            dataset.slice(0, batch),
+            runs=options.latency_runs,
+            warmup=options.latency_warmup,
         )
         latency.update(batch=batch, intra_op_threads=options.threads, cpu_count=os.cpu_count())
         result["latency"] = latency
