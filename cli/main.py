@@ -11,6 +11,7 @@ import click
 import onnxprune
 from cli.errors import EXIT_GATE_FAILED, OneLineErrorGroup
 from cli.options import (
+    calibration_options_from,
     debug_option,
     gate_options,
     gates_from,
@@ -67,7 +68,9 @@ def inspect(model: Path, as_json: bool, debug: bool) -> None:
 @debug_option
 def prune(model: Path, output: Path, report: Path | None, as_json: bool, **params: Any) -> None:
     """Zero the least important weights of MODEL and write the result to OUTPUT."""
-    result = onnxprune.prune_file(model, output, prune_options_from(params))
+    result = onnxprune.prune_file(
+        model, output, prune_options_from(params), calibration_options_from(params)
+    )
     _emit(result, as_json, report)
 
 
@@ -107,7 +110,12 @@ def compress(
     """Prune MODEL and verify the result in one step; write the model and a JSON report."""
     output, default_report = onnxprune.default_outputs(model, output)
     result = onnxprune.compress_file(
-        model, output, prune_options_from(params), verify_options_from(params), gates_from(params)
+        model,
+        output,
+        prune_options_from(params),
+        verify_options_from(params),
+        gates_from(params),
+        calibration_options_from(params),
     )
     _emit(result, as_json, report or default_report)
     _finish(result)

@@ -8,11 +8,15 @@ from typing import Any
 
 import click
 
+from onnxprune.allocation import ALLOCATIONS
+from onnxprune.calibration import CalibrationOptions
+from onnxprune.errors import InputError
 from onnxprune.pruning import PruneOptions, parse_pattern
-from onnxprune.scoring import SCORERS
+from onnxprune.scoring import METHODS
 from onnxprune.verify import Gates, VerifyOptions
 
 __all__ = [
+    "calibration_options_from",
     "debug_option",
     "gate_options",
     "gates_from",
@@ -51,13 +55,41 @@ prune_options = _stack(
         "--method",
         default="magnitude",
         show_default=True,
-        help=f"Scoring method: {', '.join(SCORERS)}.",
+        help=f"Pruning method: {', '.join(METHODS)} (wanda, sparsegpt need --calibration).",
     ),
     click.option(
         "--scope",
-        default="layer",
+        default=None,
+        help="layer (= --allocation uniform) or global (one threshold for all layers).",
+    ),
+    click.option(
+        "--allocation",
+        default=None,
+        help=f"Sparsity across layers: {', '.join(ALLOCATIONS)} (default uniform).",
+    ),
+    click.option(
+        "--owl-lambda",
+        type=float,
+        default=0.08,
         show_default=True,
-        help="layer: every weight at the target; global: one threshold for all.",
+        help="OWL: layer sparsities span target +/- this.",
+    ),
+    click.option(
+        "--calibration",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Calibration .npz for data-aware methods (same format as --data).",
+    ),
+    click.option(
+        "--calibration-mask",
+        default=None,
+        help="Input marking real positions (default: 'attention_mask' if the model has it).",
+    ),
+    click.option(
+        "--calibration-batch-size",
+        type=click.IntRange(min=1),
+        default=16,
+        show_default=True,
     ),
     click.option("--pattern", default=None, help="N:M sparsity, e.g. 2:4 (per layer)."),
     click.option("--include", default=None, help="Regex: prune only weights/nodes matching it."),
@@ -132,13 +164,33 @@ def prune_options_from(params: dict[str, Any]) -> PruneOptions:
     options = PruneOptions(
         target_sparsity=0.5 if target is None and pattern is None else target,
         method=params["method"],
-        scope=params["scope"],
+        allocation=_allocation(params["scope"], params["allocation"]),
         pattern=pattern,
         include=params["include"],
         exclude=params["exclude"],
+        calibration=None if params["calibration"] is None else str(params["calibration"]),
+        owl_lambda=params["owl_lambda"],
     )
     options.validate()
     return options
+
+
+def _allocation(scope: str | None, allocation: str | None) -> str:
+    scopes = {"layer": "uniform", "global": "global"}
+    if scope is not None and scope not in scopes:
+        raise InputError(f"unknown scope '{scope}' (choose from layer, global)")
+    from_scope = scopes.get(scope) if scope else None
+    if from_scope and allocation and from_scope != allocation:
+        raise InputError(f"--scope {scope} contradicts --allocation {allocation}")
+    return allocation or from_scope or "uniform"
+
+
+def calibration_options_from(params: dict[str, Any]) -> CalibrationOptions:
+    return CalibrationOptions(
+        batch_size=params["calibration_batch_size"],
+        mask_input=params["calibration_mask"],
+        threads=params.get("threads", 0),
+    )
 
 
 def verify_options_from(params: dict[str, Any]) -> VerifyOptions:

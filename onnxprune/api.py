@@ -7,6 +7,7 @@ input model: outputs are written atomically and checked (ONNX checker, onnxrunti
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import TypeVar
@@ -14,6 +15,9 @@ from typing import TypeVar
 import onnx
 import onnx_ir as ir
 
+from onnxprune.calibration import CalibrationOptions
+from onnxprune.data import Dataset, input_specs, load_dataset
+from onnxprune.errors import InputError
 from onnxprune.model_io import (
     check_distinct_output,
     load_model,
@@ -27,6 +31,7 @@ from onnxprune.verify import Gates, VerifyOptions, evaluate_gates, prepare_datas
 
 __all__ = ["compress_file", "default_outputs", "prune", "prune_file", "verify_files"]
 
+logger = logging.getLogger(__name__)
 ModelT = TypeVar("ModelT", ir.Model, onnx.ModelProto)
 
 
@@ -49,14 +54,32 @@ def default_outputs(
     return out, out.with_name(f"{out.stem}.report.json")
 
 
-def prune_file(model: str | os.PathLike, output: str | os.PathLike, options: PruneOptions) -> dict:
+def _calibration_data(working: ir.Model, options: PruneOptions) -> Dataset | None:
+    if options.calibration is None:
+        if options.needs_calibration:
+            raise InputError(
+                f"--method {options.method} (allocation {options.allocation}) needs "
+                "--calibration DATA.npz"
+            )
+        return None
+    return load_dataset(options.calibration, input_specs(working))
+
+
+def prune_file(
+    model: str | os.PathLike,
+    output: str | os.PathLike,
+    options: PruneOptions,
+    calibration_options: CalibrationOptions | None = None,
+) -> dict:
     """Prune the model at ``model`` into ``output``; return the report."""
     options.validate()
     working = load_model(model)
     external = uses_external_data(working)
     protected = model_files(model)
     check_distinct_output(output, protected, external)
-    result = prune_model(working, options)
+    calibration = _calibration_data(working, options)
+    calibration_options = calibration_options or CalibrationOptions()
+    result = prune_model(working, options, calibration, calibration_options)
     save_model(working, output, protected=protected, external_data=external)
     return build_report("prune", model, output, pruning=result.to_dict())
 
@@ -87,6 +110,7 @@ def compress_file(
     prune_options: PruneOptions,
     verify_options: VerifyOptions,
     gates: Gates | None = None,
+    calibration_options: CalibrationOptions | None = None,
 ) -> dict:
     """Prune ``model`` into ``output`` and verify it; return the combined report.
 
@@ -97,7 +121,16 @@ def compress_file(
     prune_options.validate()
     dataset = prepare_dataset(model, verify_options)
     gates.check_applicable(dataset)
-    report = prune_file(model, output, prune_options)
+    if (
+        prune_options.calibration is not None
+        and verify_options.data is not None
+        and Path(prune_options.calibration).resolve() == Path(verify_options.data).resolve()
+    ):
+        logger.warning(
+            "warning: --calibration and --data are the same file; the verification is not "
+            "on held-out samples"
+        )
+    report = prune_file(model, output, prune_options, calibration_options)
     verification = verify_models(model, output, verify_options, dataset)
     return build_report(
         "compress",

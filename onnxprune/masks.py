@@ -43,15 +43,21 @@ def _rows_by_output(array: np.ndarray, layout: WeightLayout) -> np.ndarray:
 
 
 def per_output_mask(scores: np.ndarray, sparsity: float, layout: WeightLayout) -> np.ndarray:
-    """Remove the same share of weights from every output channel (the Wanda comparison group)."""
+    """Remove the lowest scores within every output channel's inputs (the Wanda comparison group).
+
+    Exactly ``round(sparsity * size)`` weights go: each output loses the same count, and the
+    remainder is spread one each over the first outputs.
+    """
     rows = _rows_by_output(scores, layout)
-    count = round(sparsity * rows.shape[1])
-    keep = np.ones(rows.shape, dtype=bool)
-    if count > 0:
-        lowest = np.argsort(rows, axis=1, kind="stable")[:, :count]
-        np.put_along_axis(keep, lowest, False, axis=1)
+    total = round(sparsity * rows.size)
+    counts = np.full(rows.shape[0], total // rows.shape[0])
+    counts[: total % rows.shape[0]] += 1
+    order = np.argsort(rows, axis=1, kind="stable")
+    keep = np.arange(rows.shape[1])[None, :] >= counts[:, None]  # True past each row's count
+    keep_sorted = np.empty_like(keep)
+    np.put_along_axis(keep_sorted, order, keep, axis=1)
     moved_shape = np.moveaxis(scores, layout.out_axis, 0).shape
-    return np.moveaxis(keep.reshape(moved_shape), 0, layout.out_axis)
+    return np.moveaxis(keep_sorted.reshape(moved_shape), 0, layout.out_axis)
 
 
 def n_m_refusal(shape: tuple[int, ...], layout: WeightLayout, m: int) -> str | None:

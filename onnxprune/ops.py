@@ -15,7 +15,16 @@ from dataclasses import dataclass, field
 
 import onnx_ir as ir
 
-__all__ = ["OP_TABLE", "OpKnowledge", "WeightLayout", "lookup", "weight_layout"]
+from onnxprune.activations import ConvView, LinearView
+
+__all__ = [
+    "OP_TABLE",
+    "OpKnowledge",
+    "WeightLayout",
+    "activation_view",
+    "lookup",
+    "weight_layout",
+]
 
 
 @dataclass(frozen=True)
@@ -28,6 +37,8 @@ class WeightLayout:
 
 # A layout rule returns the layout of a weight for this node, or the reason it is not prunable.
 LayoutRule = Callable[[ir.Node, int], "WeightLayout | str"]
+# An activation rule returns a view (onnxprune.activations) for the node's input 0, or a reason.
+ActivationRule = Callable[[ir.Node, tuple[int, ...]], "LinearView | ConvView | str"]
 
 
 @dataclass(frozen=True)
@@ -37,10 +48,13 @@ class OpKnowledge:
     Attributes:
         weights: input index -> rule giving the layout of a prunable weight at that input.
         roles: input index -> role of a constant input that is deliberately left alone.
+        activation: rule giving how input 0 (the activation) lines up with the weight, for
+            data-aware methods; None means data-aware methods cannot prune this op.
     """
 
     weights: Mapping[int, LayoutRule] = field(default_factory=dict)
     roles: Mapping[int, str] = field(default_factory=dict)
+    activation: ActivationRule | None = None
 
 
 def _conv_weight(node: ir.Node, rank: int) -> WeightLayout | str:
@@ -72,18 +86,49 @@ def _matmul_b(node: ir.Node, rank: int) -> WeightLayout | str:
     return WeightLayout(out_axis=1, in_axis=0)
 
 
+def _linear_activation(node: ir.Node, weight_shape: tuple[int, ...]) -> LinearView | str:
+    if node.op_type == "Gemm":
+        if node.attributes.get_int("transA", 0):
+            return "Gemm with transA=1: activation layout not supported"
+        trans_b = node.attributes.get_int("transB", 0)
+        return LinearView(weight_shape[1] if trans_b else weight_shape[0])
+    return LinearView(weight_shape[0])
+
+
+def _conv_activation(node: ir.Node, weight_shape: tuple[int, ...]) -> ConvView | str:
+    if len(weight_shape) != 4:
+        return f"{len(weight_shape) - 2}-D Conv: only 2-D is supported by data-aware methods"
+    if node.attributes.get_int("group", 1) != 1:
+        return "grouped Conv: not supported by data-aware methods"
+    if node.attributes.get_string("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+        return "Conv with auto_pad SAME: not supported by data-aware methods"
+    kernel = tuple(weight_shape[2:])
+    return ConvView(
+        kernel=kernel,
+        pads=tuple(node.attributes.get_ints("pads", (0, 0, 0, 0))),
+        strides=tuple(node.attributes.get_ints("strides", (1, 1))),
+        dilations=tuple(node.attributes.get_ints("dilations", (1, 1))),
+    )
+
+
 _BIAS = "bias"
 _NORM = "normalization parameter"
 _ELEMENTWISE = "elementwise operand"
 
 OP_TABLE: dict[tuple[str, str], OpKnowledge] = {
-    ("", "Conv"): OpKnowledge(weights={1: _conv_weight}, roles={2: _BIAS}),
+    ("", "Conv"): OpKnowledge(
+        weights={1: _conv_weight}, roles={2: _BIAS}, activation=_conv_activation
+    ),
     ("", "ConvTranspose"): OpKnowledge(weights={1: _conv_transpose_weight}, roles={2: _BIAS}),
     ("", "Gemm"): OpKnowledge(
-        weights={1: _gemm_b}, roles={0: "Gemm A input (activation side)", 2: _BIAS}
+        weights={1: _gemm_b},
+        roles={0: "Gemm A input (activation side)", 2: _BIAS},
+        activation=_linear_activation,
     ),
     ("", "MatMul"): OpKnowledge(
-        weights={1: _matmul_b}, roles={0: "constant MatMul A input (activation side)"}
+        weights={1: _matmul_b},
+        roles={0: "constant MatMul A input (activation side)"},
+        activation=_linear_activation,
     ),
     ("", "Gather"): OpKnowledge(roles={0: "embedding table (Gather data)", 1: "gather indices"}),
     ("", "BatchNormalization"): OpKnowledge(roles=dict.fromkeys(range(1, 5), _NORM)),
@@ -100,6 +145,14 @@ OP_TABLE: dict[tuple[str, str], OpKnowledge] = {
 def lookup(node: ir.Node) -> OpKnowledge | None:
     """The table entry of ``node``'s operator, or None if onnxprune does not know it."""
     return OP_TABLE.get((node.domain or "", node.op_type))
+
+
+def activation_view(node: ir.Node, weight_shape: tuple[int, ...]) -> LinearView | ConvView | str:
+    """How input 0 of ``node`` lines up with its weight (an activations view), or a reason."""
+    knowledge = lookup(node)
+    if knowledge is None or knowledge.activation is None:
+        return f"{node.op_type}: no activation view for data-aware methods"
+    return knowledge.activation(node, weight_shape)
 
 
 def weight_layout(node: ir.Node, input_index: int, rank: int) -> WeightLayout | str:

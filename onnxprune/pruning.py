@@ -1,25 +1,31 @@
 """Unstructured pruning of initializers: choose masks, zero weights, report per layer.
 
 ``prune_model`` guarantees: only prunable weights (see ``onnxprune.weights``) change; each keeps
-its dtype and shape; kept entries are bit-identical; the achieved sparsity over the selected
-weights is the target to within one weight per layer (``--scope layer``) or one weight overall
-(``--scope global``), or exactly ``1 - N/M`` for an N:M pattern. The same model and options
-always give the same masks.
+its dtype and shape; mask methods (magnitude, wanda) keep the surviving entries bit-identical,
+while sparsegpt also updates them to preserve each layer's output on the calibration data.
+Each layer gets ``round(s_l * size)`` zeros for its allocated sparsity ``s_l`` (see
+``onnxprune.allocation``; their weighted mean is the target), or exactly ``1 - N/M`` for an N:M
+pattern. The same model, options and calibration data always give the same result.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import LiftConstantsToInitializersPass
 
+from onnxprune.activations import from_weight_matrix, weight_matrix
+from onnxprune.allocation import ALLOCATIONS, allocate
+from onnxprune.calibration import CalibrationOptions, LayerStats, collect_statistics
+from onnxprune.data import Dataset
 from onnxprune.errors import InputError
-from onnxprune.masks import global_masks, layer_mask, n_m_mask, n_m_refusal
-from onnxprune.scoring import SCORERS
+from onnxprune.masks import layer_mask, n_m_mask, n_m_refusal, per_output_mask
+from onnxprune.scoring import METHODS
+from onnxprune.sparsegpt import sparsegpt_prune
 from onnxprune.weights import PrunableWeight, SkippedTensor, find_weights
 
 __all__ = [
@@ -32,7 +38,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-SCOPES = ("layer", "global")
 
 
 def parse_pattern(text: str) -> tuple[int, int]:
@@ -48,14 +53,20 @@ def parse_pattern(text: str) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class PruneOptions:
-    """What to prune and how. ``target_sparsity`` may be None only with a ``pattern``."""
+    """What to prune and how. ``target_sparsity`` may be None only with a ``pattern``.
+
+    ``calibration`` names the data file used for data-aware methods (recorded in the report);
+    the data itself is passed to ``prune_model``.
+    """
 
     target_sparsity: float | None = 0.5
     method: str = "magnitude"
-    scope: str = "layer"
+    allocation: str = "uniform"
     pattern: tuple[int, int] | None = None
     include: str | None = None
     exclude: str | None = None
+    calibration: str | None = None
+    owl_lambda: float = 0.08
 
     @property
     def sparsity(self) -> float:
@@ -64,26 +75,37 @@ class PruneOptions:
         assert self.target_sparsity is not None
         return self.target_sparsity
 
+    @property
+    def needs_calibration(self) -> bool:
+        return METHODS[self.method].needs_calibration or self.allocation == "owl"
+
     def validate(self) -> None:
         """Raise ``InputError`` for options that contradict each other or are out of range."""
-        if self.method not in SCORERS:
-            raise InputError(f"unknown method '{self.method}' (choose from {', '.join(SCORERS)})")
-        if self.scope not in SCOPES:
-            raise InputError(f"unknown scope '{self.scope}' (choose from {', '.join(SCOPES)})")
+        if self.method not in METHODS:
+            raise InputError(f"unknown method '{self.method}' (choose from {', '.join(METHODS)})")
+        if self.allocation not in ALLOCATIONS:
+            raise InputError(
+                f"unknown allocation '{self.allocation}' (choose from {', '.join(ALLOCATIONS)})"
+            )
         for flag, pattern in (("--include", self.include), ("--exclude", self.exclude)):
             if pattern is not None:
                 try:
                     re.compile(pattern)
                 except re.error as error:
                     raise InputError(f"{flag} '{pattern}' is not a valid regex: {error}") from error
+        if not 0.0 <= self.owl_lambda < 0.5:
+            raise InputError(f"OWL lambda must be in [0, 0.5), got {self.owl_lambda}")
         if self.pattern is None:
             if self.target_sparsity is None:
                 raise InputError("give --target-sparsity or --pattern")
             if not 0.0 <= self.target_sparsity < 1.0:
                 raise InputError(f"target sparsity must be in [0, 1), got {self.target_sparsity}")
             return
-        if self.scope != "layer":
-            raise InputError("an N:M pattern is applied per layer; --scope global does not apply")
+        if self.allocation != "uniform":
+            raise InputError(
+                f"an N:M pattern is applied per layer; allocation '{self.allocation}' "
+                "(--scope global / --allocation) does not apply"
+            )
         if self.target_sparsity is not None and abs(self.target_sparsity - self.sparsity) > 1e-9:
             n, m = self.pattern
             raise InputError(
@@ -101,6 +123,7 @@ class LayerResult:
     nodes: tuple[str, ...]
     shape: tuple[int, ...]
     size: int
+    target: float
     zeros_before: int
     zeros_after: int
 
@@ -155,25 +178,26 @@ class PruneResult:
 
 
 class PruneWeightsPass(ir.passes.InPlacePass):
-    """Zero the entries of named initializers where their keep-mask is False.
+    """Replace named initializers with their pruned values.
 
-    Guarantees: only the named initializers change; dtype and shape are kept; kept entries are
-    bit-identical; ``modified`` is True only if some entry actually became zero.
+    Guarantees: only the named initializers change; each keeps its dtype and shape (a value of
+    another shape is refused); ``modified`` is True only if some value actually changed.
     """
 
-    def __init__(self, masks: dict[str, np.ndarray]) -> None:
+    def __init__(self, values: dict[str, np.ndarray]) -> None:
         super().__init__()
-        self.masks = masks
+        self.values = values
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         modified = False
-        for name, keep in self.masks.items():
+        for name, new in self.values.items():
             value = model.graph.initializers[name]
-            array = value.const_value.numpy()
-            pruned = np.where(keep, array, np.zeros((), dtype=array.dtype))
-            if not np.array_equal(pruned, array):
-                modified = True
-            value.const_value = ir.Tensor(pruned, name=name)
+            old = value.const_value.numpy()
+            if new.shape != old.shape:
+                raise ValueError(f"{name}: pruned shape {new.shape} differs from {old.shape}")
+            new = new.astype(old.dtype, copy=False)
+            modified = modified or not np.array_equal(new, old)
+            value.const_value = ir.Tensor(new, name=name)
         return ir.passes.PassResult(model, modified=modified)
 
 
@@ -197,38 +221,88 @@ def _select(
     return selected, skipped
 
 
-def _masks(
-    model: ir.Model, weights: list[PrunableWeight], options: PruneOptions
-) -> dict[str, np.ndarray]:
-    scorer = SCORERS[options.method]
-    scores = {
-        w.name: scorer(w, model.graph.initializers[w.name].const_value.numpy()) for w in weights
-    }
+def _calibrate(
+    model: ir.Model,
+    weights: list[PrunableWeight],
+    options: PruneOptions,
+    calibration: Dataset | None,
+    calibration_options: CalibrationOptions,
+) -> tuple[dict[str, LayerStats], list[SkippedTensor]]:
+    if not options.needs_calibration:
+        return {}, []
+    if calibration is None:
+        raise InputError(
+            f"--method {options.method} with allocation {options.allocation} needs "
+            "calibration data (--calibration DATA.npz)"
+        )
+    method = METHODS[options.method]
+    calibration_options = replace(calibration_options, gram=method.reconstructs)
+    stats, refused = collect_statistics(model, weights, calibration, calibration_options)
+    skipped = [
+        SkippedTensor(w.name, w.shape, f"{options.method}: {refused[w.name]}")
+        for w in weights
+        if w.name in refused
+    ]
+    return stats, skipped
+
+
+def _pruned_values(
+    weight: PrunableWeight,
+    array: np.ndarray,
+    scores: np.ndarray,
+    sparsity: float,
+    options: PruneOptions,
+    stats: LayerStats | None,
+) -> np.ndarray:
+    method = METHODS[options.method]
+    if method.reconstructs:
+        assert stats is not None and stats.gram is not None
+        matrix = sparsegpt_prune(
+            weight_matrix(array, weight.layout), stats.gram, stats.rows, sparsity, options.pattern
+        )
+        return from_weight_matrix(matrix, weight.shape, weight.layout).astype(array.dtype)
     if options.pattern is not None:
-        n, m = options.pattern
-        return {w.name: n_m_mask(scores[w.name], n, m, w.layout) for w in weights}
-    if options.scope == "global":
-        return global_masks(scores, options.sparsity)
-    return {name: layer_mask(s, options.sparsity) for name, s in scores.items()}
+        keep = n_m_mask(scores, *options.pattern, weight.layout)
+    elif method.per_output:
+        keep = per_output_mask(scores, sparsity, weight.layout)
+    else:
+        keep = layer_mask(scores, sparsity)
+    return np.where(keep, array, np.zeros((), dtype=array.dtype))
 
 
-def prune_model(model: ir.Model, options: PruneOptions) -> PruneResult:
-    """Prune ``model`` in place and return the per-layer result."""
+def prune_model(
+    model: ir.Model,
+    options: PruneOptions,
+    calibration: Dataset | None = None,
+    calibration_options: CalibrationOptions | None = None,
+) -> PruneResult:
+    """Prune ``model`` in place and return the per-layer result.
+
+    Data-aware methods (and OWL allocation) need ``calibration`` samples for the model.
+    """
     options.validate()
     lifted = LiftConstantsToInitializersPass(size_limit=16)(model).modified
     weights, skipped = find_weights(model)
     selected, refused = _select(weights, options)
+    calibration_options = calibration_options or CalibrationOptions()
+    stats, unserved = _calibrate(model, selected, options, calibration, calibration_options)
+    refused += unserved
+    selected = [w for w in selected if w.name not in {s.name for s in unserved}]
     if not selected:
         raise InputError(
             f"nothing to prune: {len(weights)} prunable weights, none selected "
             f"({len(skipped) + len(refused)} tensors skipped; see 'onnxprune inspect')"
         )
-    zeros_before = {
-        w.name: int(np.count_nonzero(model.graph.initializers[w.name].const_value.numpy() == 0))
+    method = METHODS[options.method]
+    arrays = {w.name: model.graph.initializers[w.name].const_value.numpy() for w in selected}
+    scores = {w.name: method.scores(w, arrays[w.name], stats.get(w.name)) for w in selected}
+    targets = allocate(options.allocation, scores, options.sparsity, options.owl_lambda)
+    pruned = {
+        w.name: _pruned_values(
+            w, arrays[w.name], scores[w.name], targets[w.name], options, stats.get(w.name)
+        )
         for w in selected
     }
-    masks = _masks(model, selected, options)
-    PruneWeightsPass(masks)(model)
     layers = [
         LayerResult(
             name=w.name,
@@ -236,12 +310,12 @@ def prune_model(model: ir.Model, options: PruneOptions) -> PruneResult:
             nodes=w.nodes,
             shape=w.shape,
             size=w.size,
-            zeros_before=zeros_before[w.name],
-            zeros_after=int(
-                np.count_nonzero(model.graph.initializers[w.name].const_value.numpy() == 0)
-            ),
+            target=targets[w.name],
+            zeros_before=int(np.count_nonzero(arrays[w.name] == 0)),
+            zeros_after=int(np.count_nonzero(pruned[w.name] == 0)),
         )
         for w in selected
     ]
+    PruneWeightsPass(pruned)(model)
     logger.info("pruned %d weights with %s", len(layers), options.method)
     return PruneResult(options, layers, skipped + refused, lifted)

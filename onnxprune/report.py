@@ -80,7 +80,7 @@ def _pruning_lines(pruning: dict) -> list[str]:
     options, totals = pruning["options"], pruning["totals"]
     pattern = f", pattern {options['pattern']}" if options["pattern"] else ""
     lines = [
-        f"Pruning: method {options['method']}, scope {options['scope']}{pattern}, "
+        f"Pruning: method {options['method']}, allocation {options['allocation']}{pattern}, "
         f"target {_pct(options['effective_sparsity'])}",
         f"  {'weight':<40} {'op':<14} {'shape':<16} {'sparsity before -> after'}",
     ]

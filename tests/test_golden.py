@@ -39,7 +39,7 @@ def _mask_digests(model, names: list[str]) -> dict[str, str]:
 
 PRUNE_CASES = {
     "magnitude-layer-0.5": PruneOptions(0.5),
-    "magnitude-global-0.7": PruneOptions(0.7, scope="global"),
+    "magnitude-global-0.7": PruneOptions(0.7, allocation="global"),
     "magnitude-2of4": PruneOptions(None, pattern=(2, 4)),
 }
 

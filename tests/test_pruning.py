@@ -18,15 +18,15 @@ def _weights(model) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("name", sorted(FIXTURE_MODELS))
-@pytest.mark.parametrize("scope", ["layer", "global"])
+@pytest.mark.parametrize("scope", ["uniform", "global"])
 @pytest.mark.parametrize("target", [0.5, 0.7, 0.9])
 def test_sparsity_hits_target(name: str, scope: str, target: float) -> None:
     model = load_model(FIXTURE_MODELS[name][0])
     before = _weights(model)
-    result = prune_model(model, PruneOptions(target, scope=scope))
+    result = prune_model(model, PruneOptions(target, allocation=scope))
     totals = result.totals()
     assert abs(totals["sparsity_after"] - target) <= 0.005
-    if scope == "layer":
+    if scope == "uniform":
         for layer in result.layers:
             assert abs(layer.zeros_after - round(target * layer.size)) <= 0
     after = _weights(model)
@@ -44,7 +44,7 @@ def test_sparsity_hits_target(name: str, scope: str, target: float) -> None:
 def test_global_scope_uses_one_threshold() -> None:
     model = load_model(FIXTURE_MODELS["digits_cnn"][0])
     before = _weights(model)
-    result = prune_model(model, PruneOptions(0.6, scope="global"))
+    result = prune_model(model, PruneOptions(0.6, allocation="global"))
     after = _weights(model)
     names = [layer.name for layer in result.layers]
     pruned_max = max(np.abs(before[n][after[n] == 0]).max() for n in names)
@@ -81,9 +81,9 @@ def test_include_exclude_select_weights() -> None:
         (PruneOptions(1.0), "target sparsity must be in [0, 1)"),
         (PruneOptions(-0.1), "target sparsity must be in [0, 1)"),
         (PruneOptions(0.5, method="random"), "unknown method 'random'"),
-        (PruneOptions(0.5, scope="model"), "unknown scope 'model'"),
+        (PruneOptions(0.5, allocation="model"), "unknown allocation 'model'"),
         (PruneOptions(0.7, pattern=(2, 4)), "--pattern 2:4 means sparsity 0.5"),
-        (PruneOptions(None, pattern=(2, 4), scope="global"), "--scope global does not apply"),
+        (PruneOptions(None, pattern=(2, 4), allocation="global"), "does not apply"),
         (PruneOptions(0.5, include="("), "is not a valid regex"),
         (PruneOptions(0.5, include="nothing-matches"), "nothing to prune"),
     ],
