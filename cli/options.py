@@ -86,6 +86,11 @@ prune_options = _stack(
         help="Input marking real positions (default: 'attention_mask' if the model has it).",
     ),
     click.option(
+        "--sequential",
+        is_flag=True,
+        help="Data-aware methods: recalibrate after each stage on the already-pruned model.",
+    ),
+    click.option(
         "--calibration-batch-size",
         type=click.IntRange(min=1),
         default=16,
@@ -170,6 +175,7 @@ def prune_options_from(params: dict[str, Any]) -> PruneOptions:
         exclude=params["exclude"],
         calibration=None if params["calibration"] is None else str(params["calibration"]),
         owl_lambda=params["owl_lambda"],
+        sequential=params["sequential"],
     )
     options.validate()
     return options

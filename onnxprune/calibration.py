@@ -31,7 +31,13 @@ from onnxprune.ops import activation_view
 from onnxprune.runtime import create_session, fixed_batch
 from onnxprune.weights import PrunableWeight
 
-__all__ = ["CalibrationOptions", "LayerStats", "collect_statistics", "detect_mask_input"]
+__all__ = [
+    "CalibrationOptions",
+    "LayerStats",
+    "collect_statistics",
+    "detect_mask_input",
+    "layer_views",
+]
 
 logger = logging.getLogger(__name__)
 MASK_NAMES = ("attention_mask",)
@@ -91,7 +97,7 @@ def detect_mask_input(dataset: Dataset, requested: str | None) -> str | None:
     return next((name for name in MASK_NAMES if name in dataset.inputs), None)
 
 
-def _views(
+def layer_views(
     model: ir.Model, weights: list[PrunableWeight]
 ) -> tuple[dict[str, tuple[str, LinearView | ConvView]], dict[str, str]]:
     """weight -> (activation tensor, view) for supported layers; weight -> reason otherwise."""
@@ -142,7 +148,7 @@ def collect_statistics(
 ) -> tuple[dict[str, LayerStats], dict[str, str]]:
     """Statistics per weight name, and the weights the engine cannot serve with reasons."""
     options = options or CalibrationOptions()
-    views, refused = _views(model, weights)
+    views, refused = layer_views(model, weights)
     mask_name = detect_mask_input(dataset, options.mask_input)
     by_key: dict[tuple, LayerStats] = {}
     key_of = {}

@@ -20,12 +20,18 @@ from onnx_ir.passes.common import LiftConstantsToInitializersPass
 
 from onnxprune.activations import from_weight_matrix, weight_matrix
 from onnxprune.allocation import ALLOCATIONS, allocate
-from onnxprune.calibration import CalibrationOptions, LayerStats, collect_statistics
+from onnxprune.calibration import (
+    CalibrationOptions,
+    LayerStats,
+    collect_statistics,
+    layer_views,
+)
 from onnxprune.data import Dataset
 from onnxprune.errors import InputError
 from onnxprune.masks import layer_mask, n_m_mask, n_m_refusal, per_output_mask
 from onnxprune.scoring import METHODS
 from onnxprune.sparsegpt import sparsegpt_prune
+from onnxprune.stages import sequential_stages
 from onnxprune.weights import PrunableWeight, SkippedTensor, find_weights
 
 __all__ = [
@@ -67,6 +73,7 @@ class PruneOptions:
     exclude: str | None = None
     calibration: str | None = None
     owl_lambda: float = 0.08
+    sequential: bool = False
 
     @property
     def sparsity(self) -> float:
@@ -93,6 +100,8 @@ class PruneOptions:
                     re.compile(pattern)
                 except re.error as error:
                     raise InputError(f"{flag} '{pattern}' is not a valid regex: {error}") from error
+        if self.sequential and not METHODS[self.method].needs_calibration:
+            raise InputError("--sequential needs a data-aware method (wanda, sparsegpt)")
         if not 0.0 <= self.owl_lambda < 0.5:
             raise InputError(f"OWL lambda must be in [0, 0.5), got {self.owl_lambda}")
         if self.pattern is None:
@@ -221,29 +230,35 @@ def _select(
     return selected, skipped
 
 
-def _calibrate(
+def _unserved(
+    model: ir.Model, weights: list[PrunableWeight], options: PruneOptions
+) -> list[SkippedTensor]:
+    """Weights a data-aware method cannot handle (no activation view), with reasons."""
+    if not options.needs_calibration:
+        return []
+    _, refused = layer_views(model, weights)
+    return [
+        SkippedTensor(w.name, w.shape, f"{options.method}: {refused[w.name]}")
+        for w in weights
+        if w.name in refused
+    ]
+
+
+def _statistics(
     model: ir.Model,
     weights: list[PrunableWeight],
     options: PruneOptions,
     calibration: Dataset | None,
     calibration_options: CalibrationOptions,
-) -> tuple[dict[str, LayerStats], list[SkippedTensor]]:
+    gram: bool,
+) -> dict[str, LayerStats]:
     if not options.needs_calibration:
-        return {}, []
-    if calibration is None:
-        raise InputError(
-            f"--method {options.method} with allocation {options.allocation} needs "
-            "calibration data (--calibration DATA.npz)"
-        )
-    method = METHODS[options.method]
-    calibration_options = replace(calibration_options, gram=method.reconstructs)
-    stats, refused = collect_statistics(model, weights, calibration, calibration_options)
-    skipped = [
-        SkippedTensor(w.name, w.shape, f"{options.method}: {refused[w.name]}")
-        for w in weights
-        if w.name in refused
-    ]
-    return stats, skipped
+        return {}
+    assert calibration is not None
+    stats, _ = collect_statistics(
+        model, weights, calibration, replace(calibration_options, gram=gram)
+    )
+    return stats
 
 
 def _pruned_values(
@@ -278,14 +293,21 @@ def prune_model(
 ) -> PruneResult:
     """Prune ``model`` in place and return the per-layer result.
 
-    Data-aware methods (and OWL allocation) need ``calibration`` samples for the model.
+    Data-aware methods (and OWL allocation) need ``calibration`` samples for the model. With
+    ``options.sequential`` the layers are pruned stage by stage (``onnxprune.stages``), each
+    stage calibrated on the outputs of the already-pruned model.
     """
     options.validate()
+    if options.needs_calibration and calibration is None:
+        raise InputError(
+            f"--method {options.method} with allocation {options.allocation} needs "
+            "calibration data (--calibration DATA.npz)"
+        )
+    calibration_options = calibration_options or CalibrationOptions()
     lifted = LiftConstantsToInitializersPass(size_limit=16)(model).modified
     weights, skipped = find_weights(model)
     selected, refused = _select(weights, options)
-    calibration_options = calibration_options or CalibrationOptions()
-    stats, unserved = _calibrate(model, selected, options, calibration, calibration_options)
+    unserved = _unserved(model, selected, options)
     refused += unserved
     selected = [w for w in selected if w.name not in {s.name for s in unserved}]
     if not selected:
@@ -294,15 +316,33 @@ def prune_model(
             f"({len(skipped) + len(refused)} tensors skipped; see 'onnxprune inspect')"
         )
     method = METHODS[options.method]
-    arrays = {w.name: model.graph.initializers[w.name].const_value.numpy() for w in selected}
-    scores = {w.name: method.scores(w, arrays[w.name], stats.get(w.name)) for w in selected}
-    targets = allocate(options.allocation, scores, options.sparsity, options.owl_lambda)
-    pruned = {
-        w.name: _pruned_values(
-            w, arrays[w.name], scores[w.name], targets[w.name], options, stats.get(w.name)
+    initial = {w.name: model.graph.initializers[w.name].const_value.numpy() for w in selected}
+    zeros_before = {name: int(np.count_nonzero(array == 0)) for name, array in initial.items()}
+    stages = sequential_stages(model, selected) if options.sequential else [selected]
+    targets: dict[str, float] = {}
+    if len(stages) > 1 and options.allocation != "uniform":
+        stats = _statistics(model, selected, options, calibration, calibration_options, False)
+        scores = {w.name: method.scores(w, initial[w.name], stats.get(w.name)) for w in selected}
+        targets = allocate(options.allocation, scores, options.sparsity, options.owl_lambda)
+    zeros_after = {}
+    for stage in stages:
+        stats = _statistics(
+            model, stage, options, calibration, calibration_options, method.reconstructs
         )
-        for w in selected
-    }
+        arrays = {w.name: model.graph.initializers[w.name].const_value.numpy() for w in stage}
+        scores = {w.name: method.scores(w, arrays[w.name], stats.get(w.name)) for w in stage}
+        if len(stages) == 1 or options.allocation == "uniform":
+            targets.update(
+                allocate(options.allocation, scores, options.sparsity, options.owl_lambda)
+            )
+        pruned = {
+            w.name: _pruned_values(
+                w, arrays[w.name], scores[w.name], targets[w.name], options, stats.get(w.name)
+            )
+            for w in stage
+        }
+        PruneWeightsPass(pruned)(model)
+        zeros_after.update({n: int(np.count_nonzero(a == 0)) for n, a in pruned.items()})
     layers = [
         LayerResult(
             name=w.name,
@@ -311,11 +351,10 @@ def prune_model(
             shape=w.shape,
             size=w.size,
             target=targets[w.name],
-            zeros_before=int(np.count_nonzero(arrays[w.name] == 0)),
-            zeros_after=int(np.count_nonzero(pruned[w.name] == 0)),
+            zeros_before=zeros_before[w.name],
+            zeros_after=zeros_after[w.name],
         )
         for w in selected
     ]
-    PruneWeightsPass(pruned)(model)
-    logger.info("pruned %d weights with %s", len(layers), options.method)
+    logger.info("pruned %d weights with %s in %d stage(s)", len(layers), method.name, len(stages))
     return PruneResult(options, layers, skipped + refused, lifted)

@@ -3,9 +3,10 @@
 ``sparsegpt_prune`` chooses which weights of a ``[out, in]`` matrix to remove and updates the
 remaining ones so that the layer's output on the calibration inputs changes as little as
 possible: columns are processed left to right in blocks; within a block, the mask is chosen by
-the saliency ``w² / [H⁻¹]ⱼⱼ²`` (exactly ``round(s · out · block)`` weights per block, or N of
-every M columns per row), and each removed weight's error is spread over the columns not yet
-processed through the upper Cholesky factor of the damped inverse Hessian
+the saliency ``w² / [H⁻¹]ⱼⱼ²`` within each output row (``round(s · out · block)`` weights per
+block, spread evenly over rows, which measured better than one threshold per block on
+MiniLM; or N of every M columns per row), and each removed weight's error is spread over the
+columns not yet processed through the upper Cholesky factor of the damped inverse Hessian
 ``H = XᵀX / n + λ·mean(diag)·I``.
 """
 
@@ -34,13 +35,22 @@ def _inverse_hessian_factor(gram: np.ndarray, rows: int, damping: float) -> np.n
     return np.linalg.cholesky(inverse).T  # upper factor U with H⁻¹ = UᵀU
 
 
-def _block_mask(block: np.ndarray, diag: np.ndarray, sparsity: float) -> np.ndarray:
-    saliency = (block**2 / diag[None, :] ** 2).ravel()
-    pruned = np.zeros(saliency.size, dtype=bool)
-    count = round(sparsity * saliency.size)
-    if count:
-        pruned[np.argsort(saliency, kind="stable")[:count]] = True
-    return pruned.reshape(block.shape)
+def _block_mask(block: np.ndarray, diag: np.ndarray, sparsity: float, offset: int) -> np.ndarray:
+    """Prune the lowest-saliency weights of each row of the block (each output equally).
+
+    ``offset`` rotates which rows take the remainder when ``sparsity * width`` is fractional,
+    so the layer total stays at ``round(sparsity * size)`` within a few weights.
+    """
+    saliency = block**2 / diag[None, :] ** 2
+    rows, width = block.shape
+    total = round(sparsity * block.size)
+    counts = np.full(rows, total // rows)
+    counts[(np.arange(total % rows) + offset) % rows] += 1
+    order = np.argsort(saliency, axis=1, kind="stable")
+    pruned = np.arange(width)[None, :] < counts[:, None]
+    mask = np.empty_like(pruned)
+    np.put_along_axis(mask, order, pruned, axis=1)
+    return mask
 
 
 def sparsegpt_prune(
@@ -66,7 +76,7 @@ def sparsegpt_prune(
         u_block = upper[start:end, start:end]
         errors = np.zeros_like(block)
         diag = np.diag(u_block)
-        pruned = None if pattern is not None else _block_mask(block, diag, sparsity)
+        pruned = None if pattern is not None else _block_mask(block, diag, sparsity, start)
         if pattern is not None:
             pruned = np.zeros(block.shape, dtype=bool)
         for i in range(end - start):
