@@ -101,7 +101,7 @@ def export(folder: Path) -> dict[str, Path]:
     with torch.no_grad():
         if not paths["torchscript"].exists():
             torch.onnx.export(
-                Encoder(),
+                Encoder().eval(),
                 args,
                 str(paths["torchscript"]),
                 dynamo=False,
@@ -113,7 +113,7 @@ def export(folder: Path) -> dict[str, Path]:
         if not paths["dynamo"].exists():
             batch, sequence = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=2)
             torch.onnx.export(
-                Encoder(),
+                Encoder().eval(),
                 args,
                 str(paths["dynamo"]),
                 dynamo=True,

@@ -65,18 +65,30 @@ class LayerStats:
     sum_sq: np.ndarray = field(init=False)
     gram: np.ndarray | None = field(init=False)
 
+    cross: np.ndarray | None = field(init=False, default=None)
+    reference_sum: np.ndarray | None = field(init=False, default=None)
+
     def __post_init__(self) -> None:
         self.sum = np.zeros(self.features)
         self.sum_sq = np.zeros(self.features)
         self.gram = np.zeros((self.features, self.features)) if self.gram_enabled else None
 
-    def add(self, rows: np.ndarray) -> None:
+    def add(self, rows: np.ndarray, reference: np.ndarray | None = None) -> None:
+        """Accumulate ``rows``; with ``reference`` (the same rows in a reference model) also
+        the cross products ``XᵀX_ref`` and ``ΣX_ref`` used to repair towards that model."""
         rows = rows.astype(np.float64, copy=False)
         self.rows += len(rows)
         self.sum += rows.sum(axis=0)
         self.sum_sq += np.einsum("ij,ij->j", rows, rows)
         if self.gram is not None:
             self.gram += rows.T @ rows
+        if reference is not None:
+            reference = reference.astype(np.float64, copy=False)
+            if self.cross is None:
+                self.cross = np.zeros((self.features, self.features))
+                self.reference_sum = np.zeros(self.features)
+            self.cross += rows.T @ reference
+            self.reference_sum += reference.sum(axis=0)
 
     @property
     def norms(self) -> np.ndarray:
@@ -145,8 +157,13 @@ def collect_statistics(
     weights: list[PrunableWeight],
     dataset: Dataset,
     options: CalibrationOptions | None = None,
+    reference: ir.Model | None = None,
 ) -> tuple[dict[str, LayerStats], dict[str, str]]:
-    """Statistics per weight name, and the weights the engine cannot serve with reasons."""
+    """Statistics per weight name, and the weights the engine cannot serve with reasons.
+
+    With ``reference`` (a model with the same tensor names, such as the unpruned original), the
+    same activations are captured from it too and cross products are accumulated.
+    """
     options = options or CalibrationOptions()
     views, refused = layer_views(model, weights)
     mask_name = detect_mask_input(dataset, options.mask_input)
@@ -163,6 +180,11 @@ def collect_statistics(
     fetched = sorted(tensors - set(dataset.inputs))
     with tempfile.TemporaryDirectory(prefix="onnxprune-calibration-") as folder:
         session = create_session(_capture_model(model, tensors, Path(folder)), options.threads)
+        reference_session = None
+        if reference is not None:
+            (Path(folder) / "reference").mkdir()
+            captured = _capture_model(reference, tensors, Path(folder) / "reference")
+            reference_session = create_session(captured, options.threads)
         batch = fixed_batch(session) or options.batch_size
         starts = range(0, dataset.samples, batch)
         bar = _progress(len(starts), options.progress)
@@ -171,8 +193,14 @@ def collect_statistics(
             outputs = dict(feed)
             outputs.update(zip(fetched, session.run(fetched, feed), strict=True))
             keep = feed.get(mask_name) if mask_name else None
+            references = dict(feed)
+            if reference_session is not None:
+                references.update(zip(fetched, reference_session.run(fetched, feed), strict=True))
             for (tensor, view), stats in by_key.items():
-                stats.add(view.rows(outputs[tensor], keep))
+                reference_rows = (
+                    view.rows(references[tensor], keep) if reference_session is not None else None
+                )
+                stats.add(view.rows(outputs[tensor], keep), reference_rows)
             if bar is not None:
                 bar.update()
         if bar is not None:

@@ -50,11 +50,18 @@ class OpKnowledge:
         roles: input index -> role of a constant input that is deliberately left alone.
         activation: rule giving how input 0 (the activation) lines up with the weight, for
             data-aware methods; None means data-aware methods cannot prune this op.
+        channels: how the op treats a channel axis of its input, for structured pruning:
+            ``unary`` (elementwise on one tensor), ``elementwise`` (broadcasting binary op),
+            ``batchnorm`` (per-channel parameters on axis 1), ``pool`` (spatial pooling that
+            keeps axis 1), ``reduce`` (keeps axes it does not reduce), ``flatten``/``reshape``
+            (only [N, C, 1, ...] -> [N, C]), ``linear`` and ``conv`` (consume channels on
+            input 0, produce channels from their weight). None blocks structured pruning.
     """
 
     weights: Mapping[int, LayoutRule] = field(default_factory=dict)
     roles: Mapping[int, str] = field(default_factory=dict)
     activation: ActivationRule | None = None
+    channels: str | None = None
 
 
 def _conv_weight(node: ir.Node, rank: int) -> WeightLayout | str:
@@ -111,34 +118,73 @@ def _conv_activation(node: ir.Node, weight_shape: tuple[int, ...]) -> ConvView |
     )
 
 
+# Ops applied element by element to one tensor (extra inputs, if any, are scalars or flags).
+_UNARY = (
+    "Relu",
+    "LeakyRelu",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "Tanh",
+    "Erf",
+    "Gelu",
+    "Elu",
+    "Selu",
+    "Softplus",
+    "Softsign",
+    "Mish",
+    "Clip",
+    "Identity",
+    "Dropout",
+    "Neg",
+    "Abs",
+    "Exp",
+    "Sqrt",
+    "Cast",
+)
+_POOLS = ("GlobalAveragePool", "GlobalMaxPool", "MaxPool", "AveragePool")
+
 _BIAS = "bias"
 _NORM = "normalization parameter"
 _ELEMENTWISE = "elementwise operand"
 
 OP_TABLE: dict[tuple[str, str], OpKnowledge] = {
     ("", "Conv"): OpKnowledge(
-        weights={1: _conv_weight}, roles={2: _BIAS}, activation=_conv_activation
+        weights={1: _conv_weight},
+        roles={2: _BIAS},
+        activation=_conv_activation,
+        channels="conv",
     ),
     ("", "ConvTranspose"): OpKnowledge(weights={1: _conv_transpose_weight}, roles={2: _BIAS}),
     ("", "Gemm"): OpKnowledge(
         weights={1: _gemm_b},
         roles={0: "Gemm A input (activation side)", 2: _BIAS},
         activation=_linear_activation,
+        channels="linear",
     ),
     ("", "MatMul"): OpKnowledge(
         weights={1: _matmul_b},
         roles={0: "constant MatMul A input (activation side)"},
         activation=_linear_activation,
+        channels="linear",
     ),
     ("", "Gather"): OpKnowledge(roles={0: "embedding table (Gather data)", 1: "gather indices"}),
-    ("", "BatchNormalization"): OpKnowledge(roles=dict.fromkeys(range(1, 5), _NORM)),
+    ("", "BatchNormalization"): OpKnowledge(
+        roles=dict.fromkeys(range(1, 5), _NORM), channels="batchnorm"
+    ),
     ("", "LayerNormalization"): OpKnowledge(roles={1: _NORM, 2: _NORM}),
     ("", "InstanceNormalization"): OpKnowledge(roles={1: _NORM, 2: _NORM}),
     ("", "GroupNormalization"): OpKnowledge(roles={1: _NORM, 2: _NORM}),
     **{
-        ("", op): OpKnowledge(roles={0: _ELEMENTWISE, 1: _ELEMENTWISE})
-        for op in ("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "PRelu")
+        ("", op): OpKnowledge(roles={0: _ELEMENTWISE, 1: _ELEMENTWISE}, channels="elementwise")
+        for op in ("Add", "Sub", "Mul", "Div", "Max", "Min", "PRelu")
     },
+    ("", "Pow"): OpKnowledge(roles={0: _ELEMENTWISE, 1: _ELEMENTWISE}),
+    **{("", op): OpKnowledge(channels="unary") for op in _UNARY},
+    **{("", op): OpKnowledge(channels="pool") for op in _POOLS},
+    **{("", op): OpKnowledge(channels="reduce") for op in ("ReduceMean", "ReduceMax", "ReduceSum")},
+    ("", "Flatten"): OpKnowledge(channels="flatten"),
+    ("", "Reshape"): OpKnowledge(roles={1: "shape"}, channels="reshape"),
 }
 
 

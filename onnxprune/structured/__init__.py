@@ -1,0 +1,1 @@
+"""Structured pruning: remove whole channels, neurons and attention heads from ONNX graphs."""

@@ -1,0 +1,92 @@
+"""Per-unit importance of a channel group, and least-squares repair of its consumers.
+
+Importance (higher keeps the unit):
+
+* ``l1`` / ``l2``: norm of the producers' output slices of the unit;
+* ``activation``: for every consumer, ‖X_c‖₂ · ‖W_c‖₂, the calibration activation norm of input
+  channel c times the norm of the consumer weights it multiplies (an upper bound of the unit's
+  contribution to the consumer's output), summed over consumers and over a unit's channels.
+
+``repair_consumer`` solves, from the consumer input's Gram matrix, the ridge-regularised least
+squares problem that best reproduces the consumer's original output (in the unpruned model, when
+the statistics carry cross products with it) from the kept channels only, with an intercept
+that folds the removed channels' mean into the consumer's bias when the consumer has one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onnxprune.activations import weight_matrix
+from onnxprune.calibration import LayerStats
+from onnxprune.ops import WeightLayout
+from onnxprune.structured.groups import ChannelGroup
+
+__all__ = ["IMPORTANCE", "repair_consumer", "unit_importance"]
+
+IMPORTANCE = ("l1", "l2", "activation")
+
+
+def _per_unit(values: np.ndarray, group: ChannelGroup) -> np.ndarray:
+    return values.reshape(group.units, group.unit_size).sum(axis=1)
+
+
+def _weight_norms(array: np.ndarray, axis: int, order: int) -> np.ndarray:
+    rows = np.moveaxis(array.astype(np.float64), axis, 0).reshape(array.shape[axis], -1)
+    return np.abs(rows).sum(axis=1) if order == 1 else (rows**2).sum(axis=1)
+
+
+def unit_importance(
+    group: ChannelGroup,
+    arrays: dict[str, np.ndarray],
+    method: str,
+    stats: dict[str, LayerStats] | None = None,
+) -> np.ndarray:
+    """One score per unit of ``group``."""
+    if method in ("l1", "l2"):
+        order = 1 if method == "l1" else 2
+        total = sum(_weight_norms(arrays[p.tensor], p.axis, order) for p in group.producers)
+        return _per_unit(total, group)
+    total = np.zeros(group.units * group.unit_size)
+    for consumer in group.consumers:
+        layer = stats[consumer.tensor]
+        array = arrays[consumer.tensor]
+        channels = array.shape[consumer.axis]
+        energy = layer.sum_sq.reshape(channels, -1).sum(axis=1)
+        outgoing = _weight_norms(array, consumer.axis, 2)
+        total += np.sqrt(energy) * np.sqrt(outgoing)
+    return _per_unit(total, group)
+
+
+def repair_consumer(
+    array: np.ndarray,
+    layout: WeightLayout,
+    stats: LayerStats,
+    kept_channels: np.ndarray,
+    with_bias: bool,
+    ridge: float = 1e-3,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """New consumer weight (removed input channels zeroed) and the bias change, if any."""
+    matrix = weight_matrix(array.astype(np.float64), layout)  # [out, features]
+    channels = array.shape[layout.in_axis]
+    per_channel = matrix.shape[1] // channels
+    keep = np.zeros(channels, dtype=bool)
+    keep[kept_channels] = True
+    features = np.repeat(keep, per_channel)
+    gram, total, rows = stats.gram, stats.sum, max(stats.rows, 1)
+    # Target: the consumer's output in the reference (original) model when one was captured.
+    cross = stats.cross if stats.cross is not None else gram
+    target_sum = stats.reference_sum if stats.reference_sum is not None else total
+    kept = np.flatnonzero(features)
+    lhs = gram[np.ix_(kept, kept)]
+    rhs = cross[kept] @ matrix.T  # [kept, out]
+    if with_bias:
+        lhs = np.block([[lhs, total[kept, None]], [total[None, kept], np.array([[rows]])]])
+        rhs = np.vstack([rhs, target_sum @ matrix.T])
+    damping = ridge * np.mean(np.diag(lhs)) * np.eye(len(lhs))
+    solution = np.linalg.solve(lhs + damping, rhs)
+    new = np.zeros_like(matrix)
+    new[:, kept] = solution[: len(kept)].T
+    moved = np.moveaxis(np.empty(array.shape, dtype=bool), layout.out_axis, 0).shape
+    result = np.moveaxis(new.reshape(moved), 0, layout.out_axis).astype(array.dtype)
+    return result, (solution[-1].astype(array.dtype) if with_bias else None)

@@ -1,0 +1,240 @@
+"""Structured pruning end to end: find groups, score units, repair consumers, remove units.
+
+``prune_structured`` guarantees: only unblocked groups of the requested kinds change; each loses
+``round(sparsity * units)`` units (at least ``min_units`` stay); every tensor coupled to a unit
+is sliced consistently, so the model keeps its inputs and outputs and computes with smaller
+tensors; blocked groups are reported with their reason. Decisions are recorded per group
+(``kept`` unit indices) and can be replayed with ``decisions``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import onnx_ir as ir
+from onnx_ir.passes.common import ShapeInferencePass
+
+from onnxprune.calibration import CalibrationOptions, LayerStats, collect_statistics
+from onnxprune.data import Dataset
+from onnxprune.errors import InputError
+from onnxprune.structured.apply import RemoveUnitsPass
+from onnxprune.structured.dependency import find_channel_groups
+from onnxprune.structured.groups import ChannelGroup
+from onnxprune.structured.heads import find_head_groups
+from onnxprune.structured.importance import IMPORTANCE, repair_consumer, unit_importance
+from onnxprune.weights import find_weights
+
+__all__ = ["TARGETS", "StructuredOptions", "StructuredResult", "prune_structured"]
+
+logger = logging.getLogger(__name__)
+TARGETS = {
+    "channels": {"channels"},
+    "ffn": {"neurons"},
+    "heads": {"heads"},
+    "all": {"channels", "neurons", "heads"},
+}
+
+
+@dataclass(frozen=True)
+class StructuredOptions:
+    """What to remove: kinds of groups, share of units, scoring and repair."""
+
+    target: str = "all"
+    sparsity: float = 0.5
+    importance: str | None = None  # default: activation with calibration data, else l2
+    reconstruct: bool = False
+    sequential: bool = True
+    ridge: float = 1e-3
+    min_units: int = 1
+    include: str | None = None
+    exclude: str | None = None
+
+    def validate(self, has_calibration: bool) -> None:
+        if self.target not in TARGETS:
+            raise InputError(f"unknown target '{self.target}' (choose from {', '.join(TARGETS)})")
+        if not 0.0 <= self.sparsity < 1.0:
+            raise InputError(f"target sparsity must be in [0, 1), got {self.sparsity}")
+        if self.importance is not None and self.importance not in IMPORTANCE:
+            raise InputError(
+                f"unknown importance '{self.importance}' (choose from {', '.join(IMPORTANCE)})"
+            )
+        needs_data = self.reconstruct or self.importance == "activation"
+        if needs_data and not has_calibration:
+            raise InputError("--reconstruct and activation importance need --calibration DATA.npz")
+
+    def resolved_importance(self, has_calibration: bool) -> str:
+        return self.importance or ("activation" if has_calibration else "l2")
+
+
+@dataclass
+class StructuredResult:
+    """Per group: units before and after, the kept units, or why the group was left alone."""
+
+    options: StructuredOptions
+    importance: str
+    pruned: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        units_before = sum(g["units_before"] for g in self.pruned)
+        units_after = sum(g["units_after"] for g in self.pruned)
+        return {
+            "options": {**asdict(self.options), "importance": self.importance},
+            "groups": self.pruned,
+            "skipped": self.skipped,
+            "totals": {
+                "groups": len(self.pruned),
+                "units_before": units_before,
+                "units_after": units_after,
+            },
+        }
+
+    def decisions(self) -> dict[str, list[int]]:
+        return {g["id"]: g["kept"] for g in self.pruned}
+
+
+def _selected(groups: list[ChannelGroup], options: StructuredOptions):
+    kinds = TARGETS[options.target]
+    chosen, skipped = [], []
+    for group in groups:
+        names = [group.id, *(s.tensor for s in group.slices)]
+        reason = group.blocked
+        if reason is None and group.kind not in kinds:
+            reason = f"{group.kind} not in --target {options.target}"
+        if (
+            reason is None
+            and options.include
+            and not any(re.search(options.include, n) for n in names)
+        ):
+            reason = f"not matched by --include '{options.include}'"
+        if reason is None and options.exclude and any(re.search(options.exclude, n) for n in names):
+            reason = f"excluded by --exclude '{options.exclude}'"
+        if reason is None:
+            chosen.append(group)
+        else:
+            skipped.append({**group.describe(), "reason": reason})
+    return chosen, skipped
+
+
+def _consumer_stats(
+    model, groups, calibration, calibration_options, gram, reference
+) -> dict[str, LayerStats]:
+    names = {c.tensor for g in groups for c in g.consumers}
+    weights = [w for w in find_weights(model)[0] if w.name in names]
+    options = CalibrationOptions(**{**asdict(calibration_options), "gram": gram})
+    stats, refused = collect_statistics(model, weights, calibration, options, reference)
+    if refused:
+        name, reason = next(iter(refused.items()))
+        raise InputError(f"cannot calibrate consumer '{name}': {reason}")
+    return stats
+
+
+def _bias_of(model: ir.Model, node_name: str) -> ir.Value | None:
+    """The constant bias added to a consumer's output, if it has exactly one."""
+    node = next(n for n in model.graph if n.name == node_name)
+    if node.op_type in ("Conv", "Gemm"):
+        bias = node.inputs[2] if len(node.inputs) > 2 else None
+        return bias if bias is not None and bias.const_value is not None else None
+    uses = node.outputs[0].uses()
+    if len(uses) == 1 and uses[0].node.op_type == "Add":
+        other = uses[0].node.inputs[1 - uses[0].idx]
+        if other.const_value is not None and len(other.shape) == 1 and len(other.uses()) == 1:
+            return other
+    return None
+
+
+def _repair(model, group, kept, stats, ridge) -> None:
+    layouts = {w.name: w.layout for w in find_weights(model)[0]}
+    channels = group.indices(np.sort(kept))
+    for consumer in group.consumers:
+        value = model.graph.initializers[consumer.tensor]
+        bias = _bias_of(model, consumer.node)
+        new, delta = repair_consumer(
+            value.const_value.numpy(),
+            layouts[consumer.tensor],
+            stats[consumer.tensor],
+            channels,
+            bias is not None,
+            ridge,
+        )
+        value.const_value = ir.Tensor(new, name=consumer.tensor)
+        if bias is not None:
+            bias.const_value = ir.Tensor(bias.const_value.numpy() + delta, name=bias.name)
+
+
+def prune_structured(
+    model: ir.Model,
+    options: StructuredOptions,
+    calibration: Dataset | None = None,
+    calibration_options: CalibrationOptions | None = None,
+    decisions: dict[str, list[int]] | None = None,
+) -> StructuredResult:
+    """Remove units from ``model`` in place (see the module docstring)."""
+    options.validate(calibration is not None)
+    importance = options.resolved_importance(calibration is not None)
+    ShapeInferencePass()(model)
+    groups = find_channel_groups(model) + find_head_groups(model)
+    chosen, skipped = _selected(groups, options)
+    if decisions is not None:
+        _check_decisions(chosen, decisions)
+        chosen = [g for g in chosen if g.id in decisions]
+    if not chosen:
+        raise InputError(
+            f"nothing to prune structurally: {len(skipped)} groups skipped "
+            "(see the report's reasons)"
+        )
+    needs_stats = calibration is not None and (options.reconstruct or importance == "activation")
+    calibration_options = calibration_options or CalibrationOptions()
+    result = StructuredResult(options, importance, skipped=skipped)
+    batches = [[g] for g in _topological(model, chosen)] if options.sequential else [chosen]
+    original = model.clone() if options.sequential and options.reconstruct else None
+    for index, batch in enumerate(batches):
+        reference = original if index else None  # the first batch sees unpruned inputs anyway
+        stats = (
+            _consumer_stats(
+                model, batch, calibration, calibration_options, options.reconstruct, reference
+            )
+            if needs_stats
+            else {}
+        )
+        arrays = {n: v.const_value.numpy() for n, v in model.graph.initializers.items()}
+        kept_by_group = {}
+        for group in batch:
+            if decisions is not None:
+                kept = np.array(sorted(decisions[group.id]), dtype=np.int64)
+            else:
+                scores = unit_importance(group, arrays, importance, stats)
+                keep = max(options.min_units, group.units - round(options.sparsity * group.units))
+                kept = np.sort(np.argsort(-scores, kind="stable")[:keep])
+            kept_by_group[group.id] = kept
+            if options.reconstruct:
+                _repair(model, group, kept, stats, options.ridge)
+            result.pruned.append(
+                {
+                    **group.describe(),
+                    "units_before": group.units,
+                    "units_after": len(kept),
+                    "kept": kept.tolist(),
+                }
+            )
+        RemoveUnitsPass(batch, kept_by_group)(model)
+    logger.info("structured: pruned %d groups", len(chosen))
+    return result
+
+
+def _topological(model: ir.Model, groups: list[ChannelGroup]) -> list[ChannelGroup]:
+    position = {node.name: index for index, node in enumerate(model.graph)}
+    return sorted(groups, key=lambda g: min(position.get(p.node, 0) for p in g.producers))
+
+
+def _check_decisions(groups: list[ChannelGroup], decisions: dict[str, list[int]]) -> None:
+    known = {g.id: g for g in groups}
+    for group_id, kept in decisions.items():
+        group = known.get(group_id)
+        if group is None:
+            raise InputError(f"manifest group '{group_id}' is not a prunable group of this model")
+        if not kept or min(kept) < 0 or max(kept) >= group.units or len(set(kept)) != len(kept):
+            raise InputError(f"manifest group '{group_id}': kept units do not fit {group.units}")
