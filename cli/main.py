@@ -42,6 +42,33 @@ def _emit(report: dict, as_json: bool, report_path: Path | None) -> None:
     click.echo(json.dumps(report, indent=2) if as_json else render_report(report))
 
 
+def _parse_dims(dims: tuple[str, ...]) -> dict[str, int]:
+    parsed = {}
+    for item in dims:
+        name, _, value = item.partition("=")
+        if not name or not value.isdigit() or int(value) < 1:
+            raise onnxprune.InputError(f"--dim '{item}' is not NAME=N with N >= 1")
+        parsed[name] = int(value)
+    return parsed
+
+
+def _replayed(model: Path, params: dict[str, Any]) -> dict[str, list[int]] | None:
+    if params.get("replay") is None:
+        return None
+    try:
+        data = json.loads(Path(params["replay"]).read_text())
+    except (OSError, ValueError) as error:
+        raise onnxprune.InputError(
+            f"{params['replay']}: not a readable manifest ({error})"
+        ) from error
+    return onnxprune.decisions_from_manifest(data, model)
+
+
+def _write_manifest(report: dict, model: Path, params: dict[str, Any]) -> None:
+    if params.get("manifest") is not None:
+        write_json(params["manifest"], onnxprune.manifest(report, model))
+
+
 def _finish(report: dict) -> None:
     if not report["passed"]:
         click.get_current_context().exit(EXIT_GATE_FAILED)
@@ -50,10 +77,16 @@ def _finish(report: dict) -> None:
 @main.command()
 @MODEL
 @json_option
+@click.option(
+    "--dim",
+    "dims",
+    multiple=True,
+    help="NAME=N: value of a symbolic dimension for the MAC count (default 1).",
+)
 @debug_option
-def inspect(model: Path, as_json: bool, debug: bool) -> None:
-    """Show a model's signature, ops, parameters and which weights are prunable."""
-    summary = onnxprune.inspect_model(model)
+def inspect(model: Path, as_json: bool, dims: tuple[str, ...], debug: bool) -> None:
+    """Show a model's signature, ops, MACs, parameters and which weights are prunable."""
+    summary = onnxprune.inspect_model(model, _parse_dims(dims))
     click.echo(json.dumps(summary, indent=2) if as_json else render_inspection(summary))
 
 
@@ -67,10 +100,12 @@ def inspect(model: Path, as_json: bool, debug: bool) -> None:
 @json_option
 @debug_option
 def prune(model: Path, output: Path, report: Path | None, as_json: bool, **params: Any) -> None:
-    """Zero the least important weights of MODEL and write the result to OUTPUT."""
+    """Prune MODEL (zero weights, or remove units with --structured) and write OUTPUT."""
+    options = prune_options_from(params)
     result = onnxprune.prune_file(
-        model, output, prune_options_from(params), calibration_options_from(params)
+        model, output, options, calibration_options_from(params), _replayed(model, params)
     )
+    _write_manifest(result, model, params)
     _emit(result, as_json, report)
 
 
@@ -109,14 +144,17 @@ def compress(
 ) -> None:
     """Prune MODEL and verify the result in one step; write the model and a JSON report."""
     output, default_report = onnxprune.default_outputs(model, output)
+    options = prune_options_from(params)
     result = onnxprune.compress_file(
         model,
         output,
-        prune_options_from(params),
+        options,
         verify_options_from(params),
         gates_from(params),
         calibration_options_from(params),
+        _replayed(model, params),
     )
+    _write_manifest(result, model, params)
     _emit(result, as_json, report or default_report)
     _finish(result)
 

@@ -13,6 +13,8 @@ from onnxprune.calibration import CalibrationOptions
 from onnxprune.errors import InputError
 from onnxprune.pruning import PruneOptions, parse_pattern
 from onnxprune.scoring import METHODS
+from onnxprune.structured.importance import IMPORTANCE
+from onnxprune.structured.pipeline import TARGETS, StructuredOptions
 from onnxprune.verify import Gates, VerifyOptions
 
 __all__ = [
@@ -99,6 +101,41 @@ prune_options = _stack(
     click.option("--pattern", default=None, help="N:M sparsity, e.g. 2:4 (per layer)."),
     click.option("--include", default=None, help="Regex: prune only weights/nodes matching it."),
     click.option("--exclude", default=None, help="Regex: leave weights/nodes matching it alone."),
+    click.option(
+        "--structured",
+        is_flag=True,
+        help="Remove whole channels, neurons and heads instead of zeroing weights.",
+    ),
+    click.option(
+        "--target",
+        "structured_target",
+        default="all",
+        show_default=True,
+        help=f"With --structured: {', '.join(TARGETS)}.",
+    ),
+    click.option(
+        "--importance",
+        default=None,
+        help=f"With --structured: {', '.join(IMPORTANCE)} (default activation with "
+        "--calibration, else l2).",
+    ),
+    click.option(
+        "--reconstruct",
+        is_flag=True,
+        help="With --structured: repair consumers by least squares on calibration data.",
+    ),
+    click.option(
+        "--manifest",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="With --structured: write the pruning decisions here (JSON, replayable).",
+    ),
+    click.option(
+        "--replay",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="With --structured: apply the decisions of a manifest instead of scoring.",
+    ),
 )
 
 verify_options = _stack(
@@ -163,7 +200,14 @@ gate_options = _stack(
 )
 
 
-def prune_options_from(params: dict[str, Any]) -> PruneOptions:
+def prune_options_from(params: dict[str, Any]) -> PruneOptions | StructuredOptions:
+    if params["structured"]:
+        return structured_options_from(params)
+    for flag in ("manifest", "replay", "importance"):
+        if params[flag] is not None:
+            raise InputError(f"--{flag} goes with --structured")
+    if params["reconstruct"]:
+        raise InputError("--reconstruct goes with --structured")
     pattern = parse_pattern(params["pattern"]) if params["pattern"] else None
     target = params["target_sparsity"]
     options = PruneOptions(
@@ -178,6 +222,24 @@ def prune_options_from(params: dict[str, Any]) -> PruneOptions:
         sequential=params["sequential"],
     )
     options.validate()
+    return options
+
+
+def structured_options_from(params: dict[str, Any]) -> StructuredOptions:
+    for flag, default in (("method", "magnitude"), ("pattern", None), ("allocation", None)):
+        if params[flag] != default:
+            raise InputError(f"--{flag} applies to unstructured pruning, not --structured")
+    target = params["target_sparsity"]
+    options = StructuredOptions(
+        target=params["structured_target"],
+        sparsity=0.5 if target is None else target,
+        importance=params["importance"],
+        reconstruct=params["reconstruct"],
+        include=params["include"],
+        exclude=params["exclude"],
+        calibration=None if params["calibration"] is None else str(params["calibration"]),
+    )
+    options.validate(options.calibration is not None)
     return options
 
 

@@ -1,9 +1,18 @@
 """onnxprune: prune, compress and verify ONNX models for deployment, proven with onnxruntime."""
 
-from onnxprune.api import compress_file, default_outputs, prune, prune_file, verify_files
+from onnxprune.api import (
+    compress_file,
+    decisions_from_manifest,
+    default_outputs,
+    manifest,
+    prune,
+    prune_file,
+    verify_files,
+)
 from onnxprune.errors import InputError, OnnxpruneError
 from onnxprune.inspection import inspect_model
 from onnxprune.pruning import PruneOptions, PruneResult
+from onnxprune.structured.pipeline import StructuredOptions
 from onnxprune.verify import Gates, VerifyOptions
 
 __all__ = [
@@ -12,10 +21,13 @@ __all__ = [
     "OnnxpruneError",
     "PruneOptions",
     "PruneResult",
+    "StructuredOptions",
     "VerifyOptions",
     "compress_file",
+    "decisions_from_manifest",
     "default_outputs",
     "inspect_model",
+    "manifest",
     "prune",
     "prune_file",
     "verify_files",

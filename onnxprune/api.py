@@ -7,6 +7,7 @@ input model: outputs are written atomically and checked (ONNX checker, onnxrunti
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -25,11 +26,21 @@ from onnxprune.model_io import (
     save_model,
     uses_external_data,
 )
+from onnxprune.macs import count_macs
 from onnxprune.pruning import PruneOptions, PruneResult, prune_model
+from onnxprune.structured.pipeline import StructuredOptions, prune_structured
 from onnxprune.report import build_report
 from onnxprune.verify import Gates, VerifyOptions, evaluate_gates, prepare_dataset, verify_models
 
-__all__ = ["compress_file", "default_outputs", "prune", "prune_file", "verify_files"]
+__all__ = [
+    "compress_file",
+    "decisions_from_manifest",
+    "default_outputs",
+    "manifest",
+    "prune",
+    "prune_file",
+    "verify_files",
+]
 
 logger = logging.getLogger(__name__)
 ModelT = TypeVar("ModelT", ir.Model, onnx.ModelProto)
@@ -54,9 +65,11 @@ def default_outputs(
     return out, out.with_name(f"{out.stem}.report.json")
 
 
-def _calibration_data(working: ir.Model, options: PruneOptions) -> Dataset | None:
+def _calibration_data(
+    working: ir.Model, options: PruneOptions | StructuredOptions
+) -> Dataset | None:
     if options.calibration is None:
-        if options.needs_calibration:
+        if isinstance(options, PruneOptions) and options.needs_calibration:
             raise InputError(
                 f"--method {options.method} (allocation {options.allocation}) needs "
                 "--calibration DATA.npz"
@@ -65,23 +78,87 @@ def _calibration_data(working: ir.Model, options: PruneOptions) -> Dataset | Non
     return load_dataset(options.calibration, input_specs(working))
 
 
+def _prune_structured(
+    working: ir.Model,
+    options: StructuredOptions,
+    calibration: Dataset | None,
+    calibration_options: CalibrationOptions,
+    decisions: dict[str, list[int]] | None,
+) -> dict:
+    macs_before = count_macs(working)["total"]
+    result = prune_structured(working, options, calibration, calibration_options, decisions)
+    macs_after = count_macs(working)["total"]
+    return {
+        "mode": "structured",
+        **result.to_dict(),
+        "macs": {
+            "before": macs_before,
+            "after": macs_after,
+            "reduction": macs_before / macs_after if macs_after else None,
+            "note": "per sample; symbolic dimensions counted as 1",
+        },
+    }
+
+
 def prune_file(
     model: str | os.PathLike,
     output: str | os.PathLike,
-    options: PruneOptions,
+    options: PruneOptions | StructuredOptions,
     calibration_options: CalibrationOptions | None = None,
+    decisions: dict[str, list[int]] | None = None,
 ) -> dict:
-    """Prune the model at ``model`` into ``output``; return the report."""
-    options.validate()
+    """Prune the model at ``model`` into ``output``; return the report.
+
+    ``options`` selects unstructured (``PruneOptions``) or structured (``StructuredOptions``)
+    pruning; ``decisions`` replays a structured manifest's kept units.
+    """
+    if isinstance(options, PruneOptions):
+        options.validate()
+    else:
+        options.validate(options.calibration is not None)
     working = load_model(model)
+    calibration = _calibration_data(working, options)
     external = uses_external_data(working)
     protected = model_files(model)
     check_distinct_output(output, protected, external)
-    calibration = _calibration_data(working, options)
     calibration_options = calibration_options or CalibrationOptions()
-    result = prune_model(working, options, calibration, calibration_options)
+    if isinstance(options, StructuredOptions):
+        pruning = _prune_structured(working, options, calibration, calibration_options, decisions)
+    else:
+        pruning = {
+            "mode": "unstructured",
+            **prune_model(working, options, calibration, calibration_options).to_dict(),
+        }
     save_model(working, output, protected=protected, external_data=external)
-    return build_report("prune", model, output, pruning=result.to_dict())
+    return build_report("prune", model, output, pruning=pruning)
+
+
+def manifest(report: dict, model: str | os.PathLike) -> dict:
+    """A replayable record of a structured pruning run: kept units per group."""
+    pruning = report["pruning"]
+    return {
+        "schema_version": 1,
+        "model_sha256": file_sha256(model),
+        "options": pruning["options"],
+        "groups": {group["id"]: group["kept"] for group in pruning["groups"]},
+    }
+
+
+def decisions_from_manifest(data: dict, model: str | os.PathLike) -> dict[str, list[int]]:
+    """The kept units of a manifest, after checking it was made for this very model file."""
+    if data.get("schema_version") != 1 or not isinstance(data.get("groups"), dict):
+        raise InputError("manifest: not an onnxprune structured manifest (schema_version 1)")
+    if data.get("model_sha256") != file_sha256(model):
+        raise InputError(f"manifest was recorded for another model than {model}")
+    return {str(k): [int(i) for i in v] for k, v in data["groups"].items()}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def verify_files(
@@ -107,10 +184,11 @@ def verify_files(
 def compress_file(
     model: str | os.PathLike,
     output: str | os.PathLike,
-    prune_options: PruneOptions,
+    prune_options: PruneOptions | StructuredOptions,
     verify_options: VerifyOptions,
     gates: Gates | None = None,
     calibration_options: CalibrationOptions | None = None,
+    decisions: dict[str, list[int]] | None = None,
 ) -> dict:
     """Prune ``model`` into ``output`` and verify it; return the combined report.
 
@@ -118,7 +196,6 @@ def compress_file(
     gate fails (the report says which), so the caller can inspect it.
     """
     gates = gates or Gates()
-    prune_options.validate()
     dataset = prepare_dataset(model, verify_options)
     gates.check_applicable(dataset)
     if (
@@ -130,7 +207,7 @@ def compress_file(
             "warning: --calibration and --data are the same file; the verification is not "
             "on held-out samples"
         )
-    report = prune_file(model, output, prune_options, calibration_options)
+    report = prune_file(model, output, prune_options, calibration_options, decisions)
     verification = verify_models(model, output, verify_options, dataset)
     return build_report(
         "compress",

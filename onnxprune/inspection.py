@@ -12,6 +12,7 @@ from collections import Counter
 import numpy as np
 import onnx_ir as ir
 
+from onnxprune.macs import count_macs
 from onnxprune.model_io import load_model, uses_external_data
 from onnxprune.weights import find_weights
 
@@ -64,8 +65,11 @@ def _initializer_rows(model: ir.Model) -> list[dict]:
     return rows
 
 
-def inspect_model(path: str | os.PathLike) -> dict:
-    """A JSON-ready description of the model at ``path``."""
+def inspect_model(path: str | os.PathLike, dims: dict[str, int] | None = None) -> dict:
+    """A JSON-ready description of the model at ``path``.
+
+    ``dims`` sets symbolic dimensions (by name) for the MAC count; unset ones count as 1.
+    """
     model = load_model(path)
     rows = _initializer_rows(model)
     prunable = [r for r in rows if r["prunable"]]
@@ -89,6 +93,7 @@ def inspect_model(path: str | os.PathLike) -> dict:
             "prunable_elements": prunable_elements,
             "prunable_sparsity": prunable_zeros / prunable_elements if prunable_elements else 0.0,
         },
+        "macs": count_macs(model, dims),
         "initializers": rows,
     }
 
@@ -115,6 +120,12 @@ def render_inspection(summary: dict) -> str:
         f"  parameters: {params['elements']:,} ({params['bytes'] / 1024:,.1f} KiB); prunable "
         f"{params['prunable_elements']:,} at {100 * params['prunable_sparsity']:.2f}% sparsity"
     )
+    macs = summary["macs"]
+    dims = ", ".join(f"{k}={v}" for k, v in macs["dims"].items()) or "all symbolic dims = 1"
+    lines.append(f"  MACs per sample: {macs['total']:,} ({dims})")
+    for layer in macs["layers"]:
+        count = "unknown" if layer["macs"] is None else f"{layer['macs']:,}"
+        lines.append(f"    {layer['node'][:60]:<60} {layer['op']:<8} {count:>14}")
     lines.append(f"  {'initializer':<40} {'shape':<16} {'elements':>10} {'sparsity':>9}  prunable")
     for row in summary["initializers"]:
         verdict = f"yes ({row['op']})" if row["prunable"] else f"no: {row['reason']}"

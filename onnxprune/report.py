@@ -76,7 +76,31 @@ def _ms(timing: dict) -> str:
     return f"{timing['p50_ms']:.3f}/{timing['p95_ms']:.3f} ms"
 
 
+def _structured_lines(pruning: dict) -> list[str]:
+    options, totals, macs = pruning["options"], pruning["totals"], pruning["macs"]
+    lines = [
+        f"Structured pruning: target {options['target']}, {_pct(options['sparsity'])} of units, "
+        f"importance {options['importance']}, reconstruct {'yes' if options['reconstruct'] else 'no'}",
+        f"  {'group':<44} {'kind':<9} {'units before -> after'}",
+    ]
+    for group in pruning["groups"]:
+        lines.append(
+            f"  {group['id'][:44]:<44} {group['kind']:<9} {group['units_before']} -> "
+            f"{group['units_after']}"
+        )
+    lines.append(
+        f"  total: {totals['groups']} groups, {totals['units_before']} -> {totals['units_after']}"
+        f" units; MACs {macs['before']:,} -> {macs['after']:,} ({macs['note']})"
+    )
+    reasons = Counter(s["reason"].split(" '")[0] for s in pruning["skipped"])
+    for reason, count in sorted(reasons.items(), key=lambda item: (-item[1], item[0])):
+        lines.append(f"  left alone {count} group(s): {reason}")
+    return lines
+
+
 def _pruning_lines(pruning: dict) -> list[str]:
+    if pruning.get("mode") == "structured":
+        return _structured_lines(pruning)
     options, totals = pruning["options"], pruning["totals"]
     pattern = f", pattern {options['pattern']}" if options["pattern"] else ""
     lines = [

@@ -51,6 +51,7 @@ class StructuredOptions:
     min_units: int = 1
     include: str | None = None
     exclude: str | None = None
+    calibration: str | None = None
 
     def validate(self, has_calibration: bool) -> None:
         if self.target not in TARGETS:
