@@ -19,6 +19,7 @@ import onnx_ir as ir
 from onnxprune.calibration import CalibrationOptions
 from onnxprune.data import Dataset, input_specs, load_dataset
 from onnxprune.errors import InputError
+from onnxprune.macs import count_macs
 from onnxprune.model_io import (
     check_distinct_output,
     load_model,
@@ -26,10 +27,9 @@ from onnxprune.model_io import (
     save_model,
     uses_external_data,
 )
-from onnxprune.macs import count_macs
 from onnxprune.pruning import PruneOptions, PruneResult, prune_model
-from onnxprune.structured.pipeline import StructuredOptions, prune_structured
 from onnxprune.report import build_report
+from onnxprune.structured.pipeline import StructuredOptions, prune_structured
 from onnxprune.verify import Gates, VerifyOptions, evaluate_gates, prepare_dataset, verify_models
 
 __all__ = [

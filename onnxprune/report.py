@@ -80,7 +80,8 @@ def _structured_lines(pruning: dict) -> list[str]:
     options, totals, macs = pruning["options"], pruning["totals"], pruning["macs"]
     lines = [
         f"Structured pruning: target {options['target']}, {_pct(options['sparsity'])} of units, "
-        f"importance {options['importance']}, reconstruct {'yes' if options['reconstruct'] else 'no'}",
+        f"importance {options['importance']}, "
+        f"reconstruct {'yes' if options['reconstruct'] else 'no'}",
         f"  {'group':<44} {'kind':<9} {'units before -> after'}",
     ]
     for group in pruning["groups"]:
