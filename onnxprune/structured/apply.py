@@ -3,7 +3,9 @@
 ``RemoveUnitsPass`` guarantees: each initializer named in a group's slices keeps only the
 indices of the kept units along the slice's axis; each shape edit's constant becomes
 ``per_unit * kept``, written as a new initializer so that a constant shared with other nodes
-is left alone; intermediate shapes are re-inferred. Graph inputs and outputs are unchanged.
+is left alone; unit-counting attributes (depthwise ``group``) become ``kept``; intermediate
+shapes are re-inferred. Node names must be unique (``NameFixPass``). Graph inputs and outputs
+are unchanged.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ class RemoveUnitsPass(ir.passes.InPlacePass):
                 value.shape = ir.Shape(array.shape)
             for edit in group.shape_edits:
                 self._edit_shape(model, nodes[edit.node], edit, len(self.kept[group.id]))
+            for edit in group.attribute_edits:
+                node = nodes[edit.node]
+                node.attributes[edit.name] = ir.AttrInt64(edit.name, len(self.kept[group.id]))
         for node in model.graph:
             for output in node.outputs:
                 if output not in model.graph.outputs:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import onnx_ir as ir
 
 from onnxprune.ops import lookup
-from onnxprune.structured.groups import ChannelGroup, ShapeEdit, TensorSlice
+from onnxprune.structured.groups import AttributeEdit, ChannelGroup, ShapeEdit, TensorSlice
 
 __all__ = ["find_channel_groups", "producer_weight"]
 
@@ -70,6 +70,7 @@ def _output_axis(node: ir.Node) -> int:
 class _Trace:
     slices: list[TensorSlice] = field(default_factory=list)
     edits: list[ShapeEdit] = field(default_factory=list)
+    attribute_edits: list[AttributeEdit] = field(default_factory=list)
     partners: set[str] = field(default_factory=set)
     blocked: str | None = None
 
@@ -214,6 +215,7 @@ class _Tracer:
             self._slice_param(weight, 0)  # depthwise: output channel c reads input channel c
             if len(node.inputs) > 2 and node.inputs[2] is not None:
                 self._slice_param(node.inputs[2], 0)
+            self.trace.attribute_edits.append(AttributeEdit(node.name, "group"))
             return [(node.outputs[0], 1)]
         raise Blocked(f"{label} is a grouped convolution (group {group})")
 
@@ -306,6 +308,9 @@ def _merge(names: list[str], traces: dict[str, tuple[int, _Trace, str]]) -> Chan
                 seen.add((piece.tensor, piece.axis))
                 group.slices.append(piece)
         group.shape_edits += [e for e in trace.edits if e not in group.shape_edits]
+        group.attribute_edits += [
+            e for e in trace.attribute_edits if e not in group.attribute_edits
+        ]
     if len(units) > 1:
         group.blocked = group.blocked or f"coupled layers disagree on the channel count {units}"
     return group

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["ChannelGroup", "ShapeEdit", "TensorSlice"]
+__all__ = ["AttributeEdit", "ChannelGroup", "ShapeEdit", "TensorSlice"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,14 @@ class ShapeEdit:
     per_unit: int
 
 
+@dataclass(frozen=True)
+class AttributeEdit:
+    """An integer attribute that counts units (depthwise Conv ``group``): becomes ``kept``."""
+
+    node: str
+    name: str
+
+
 @dataclass
 class ChannelGroup:
     """Units that are removed together, and everything that depends on them."""
@@ -49,6 +57,7 @@ class ChannelGroup:
     unit_size: int = 1
     slices: list[TensorSlice] = field(default_factory=list)
     shape_edits: list[ShapeEdit] = field(default_factory=list)
+    attribute_edits: list[AttributeEdit] = field(default_factory=list)
     blocked: str | None = None
 
     @property

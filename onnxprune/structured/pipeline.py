@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import onnx_ir as ir
-from onnx_ir.passes.common import ShapeInferencePass
+from onnx_ir.passes.common import NameFixPass, ShapeInferencePass
 
 from onnxprune.calibration import CalibrationOptions, LayerStats, collect_statistics
 from onnxprune.data import Dataset
@@ -176,6 +176,7 @@ def prune_structured(
     """Remove units from ``model`` in place (see the module docstring)."""
     options.validate(calibration is not None)
     importance = options.resolved_importance(calibration is not None)
+    NameFixPass()(model)  # edits and repairs refer to nodes by name
     ShapeInferencePass()(model)
     groups = find_channel_groups(model) + find_head_groups(model)
     chosen, skipped = _selected(groups, options)
