@@ -12,13 +12,8 @@ the dense model on the held-out set. Prints a table and writes ``bench/results/m
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +22,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import minilm_export  # noqa: E402
+from common import embeddings, run_cli, write_results  # noqa: E402
 
 WORK = HERE / "work"
-RESULTS = HERE / "results"
 HELD_OUT = 512
 CALIBRATION = 128
 
@@ -59,52 +54,18 @@ def prepare() -> dict[str, Path]:
     return paths
 
 
-def embeddings(model: Path, data: dict[str, np.ndarray]) -> np.ndarray:
-    """Mean-pooled (over real tokens), L2-normalised sentence embeddings."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    out = []
-    for start in range(0, len(data["input_ids"]), 64):
-        feed = {k: v[start : start + 64] for k, v in data.items()}
-        (hidden,) = session.run(None, feed)
-        mask = feed["attention_mask"][..., None].astype(np.float64)
-        pooled = (hidden * mask).sum(1) / mask.sum(1)
-        out.append(pooled / np.linalg.norm(pooled, axis=1, keepdims=True))
-    return np.concatenate(out)
-
-
 def run_prune(model: Path, output: Path, args: list[str]) -> dict:
-    """Run ``onnxprune prune`` in a child process; its wall time, peak RSS and report."""
-    command = [
-        sys.executable,
-        str(HERE / "peak_memory.py"),
-        "cli.main",
-        "prune",
-        str(model),
-        "-o",
-        str(output),
-        "--calibration",
-        str(WORK / "calibration.npz"),
-        "--json",
-        *args,
-    ]
-    with tempfile.TemporaryDirectory() as folder:
-        peak_file = Path(folder) / "peak"
-        start = time.perf_counter()
-        done = subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            cwd=HERE.parent,
-            env={**os.environ, "PEAK_FILE": str(peak_file)},
-            check=False,
-        )
-        seconds = time.perf_counter() - start
-        if done.returncode:
-            raise SystemExit(f"prune failed: {' '.join(command)}\n{done.stderr}")
-        peak_mb = int(peak_file.read_text()) / 1024
-    return {"seconds": seconds, "peak_mb": peak_mb, "report": json.loads(done.stdout)}
+    return run_cli(
+        [
+            "prune",
+            str(model),
+            "-o",
+            str(output),
+            "--calibration",
+            str(WORK / "calibration.npz"),
+            *args,
+        ]
+    )
 
 
 def main() -> None:
@@ -140,15 +101,15 @@ def main() -> None:
                     }
                 )
                 print(_row(rows[-1]), flush=True)
-    RESULTS.mkdir(exist_ok=True)
-    result = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "held_out_sentences": len(held["input_ids"]),
-        "calibration_sentences": CALIBRATION,
-        "rows": rows,
-    }
-    (RESULTS / "minilm.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {RESULTS / 'minilm.json'}")
+    path = write_results(
+        "minilm",
+        {
+            "held_out_sentences": len(held["input_ids"]),
+            "calibration_sentences": CALIBRATION,
+            "rows": rows,
+        },
+    )
+    print(f"\nwrote {path}")
 
 
 def _row(row: dict) -> str:

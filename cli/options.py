@@ -116,8 +116,27 @@ prune_options = _stack(
     click.option(
         "--importance",
         default=None,
-        help=f"With --structured: {', '.join(IMPORTANCE)} (default activation with "
+        help=f"With --structured: {', '.join(IMPORTANCE)} (default obs with "
         "--calibration, else l2).",
+    ),
+    click.option(
+        "--ridge",
+        type=float,
+        default=1e-2,
+        show_default=True,
+        help="With --structured: ridge (relative to the mean input energy) for obs and repair.",
+    ),
+    click.option(
+        "--round-to",
+        type=int,
+        default=8,
+        show_default=True,
+        help="With --structured: keep channel/neuron counts at multiples of this (1 = exact).",
+    ),
+    click.option(
+        "--sequential-groups",
+        is_flag=True,
+        help="With --structured: recalibrate after each group (slower; helped small CNNs).",
     ),
     click.option(
         "--reconstruct",
@@ -235,6 +254,9 @@ def structured_options_from(params: dict[str, Any]) -> StructuredOptions:
         sparsity=0.5 if target is None else target,
         importance=params["importance"],
         reconstruct=params["reconstruct"],
+        ridge=params["ridge"],
+        round_to=params["round_to"],
+        sequential=params["sequential_groups"],
         include=params["include"],
         exclude=params["exclude"],
         calibration=None if params["calibration"] is None else str(params["calibration"]),

@@ -3,6 +3,8 @@
 Importance (higher keeps the unit):
 
 * ``l1`` / ``l2``: norm of the producers' output slices of the unit;
+* ``obs``: greedy structured Optimal Brain Surgeon on the consumers (``obs_select``), which
+  needs the calibration Gram matrices;
 * ``activation``: for every consumer, ‖X_c‖₂ · ‖W_c‖₂, the calibration activation norm of input
   channel c times the norm of the consumer weights it multiplies (an upper bound of the unit's
   contribution to the consumer's output), summed over consumers and over a unit's channels.
@@ -22,9 +24,9 @@ from onnxprune.calibration import LayerStats
 from onnxprune.ops import WeightLayout
 from onnxprune.structured.groups import ChannelGroup
 
-__all__ = ["IMPORTANCE", "repair_consumer", "unit_importance"]
+__all__ = ["IMPORTANCE", "obs_select", "repair_consumer", "unit_importance"]
 
-IMPORTANCE = ("l1", "l2", "activation")
+IMPORTANCE = ("l1", "l2", "activation", "obs")
 
 
 def _per_unit(values: np.ndarray, group: ChannelGroup) -> np.ndarray:
@@ -90,3 +92,67 @@ def repair_consumer(
     moved = np.moveaxis(np.empty(array.shape, dtype=bool), layout.out_axis, 0).shape
     result = np.moveaxis(new.reshape(moved), 0, layout.out_axis).astype(array.dtype)
     return result, (solution[-1].astype(array.dtype) if with_bias else None)
+
+
+def _unit_features(group: ChannelGroup, unit: int, per_channel: int) -> np.ndarray:
+    channels = group.indices(np.array([unit]))
+    return (channels[:, None] * per_channel + np.arange(per_channel)[None, :]).ravel()
+
+
+def obs_select(
+    group: ChannelGroup,
+    arrays: dict[str, np.ndarray],
+    layouts: dict[str, WeightLayout],
+    stats: dict[str, LayerStats],
+    remove: int,
+    ridge: float = 1e-3,
+    steps: int = 32,
+) -> np.ndarray:
+    """Kept units after greedily removing ``remove`` units by structured Optimal Brain Surgeon.
+
+    At each step the unit whose removal least increases the consumers' squared output error
+    (after an optimal update of the remaining inputs) goes: for the unit's feature block B,
+    cost = tr(W_B [H⁻¹_BB]⁻¹ W_Bᵀ) summed over consumers, with H = XᵀX + ridge; then W and H⁻¹
+    are updated as if the unit's inputs were gone (as in ZipLM, Kurtic et al. 2023). Units of
+    one feature are removed in about ``steps`` rounds of the cheapest ones, which measured as
+    good as one at a time on MiniLM at a fraction of the time.
+    """
+    state = []
+    for consumer in group.consumers:
+        matrix = weight_matrix(arrays[consumer.tensor].astype(np.float64), layouts[consumer.tensor])
+        gram = stats[consumer.tensor].gram
+        hessian = gram + ridge * np.mean(np.diag(gram)) * np.eye(len(gram))
+        per_channel = matrix.shape[1] // (group.units * group.unit_size)
+        state.append([matrix, np.linalg.inv(hessian), per_channel])
+    alive = list(range(group.units))
+    single = group.unit_size == 1 and all(per_channel == 1 for _, _, per_channel in state)
+    while remove > 0:
+        # Remove the cheapest 1/steps of what is left at once (exact greedy when steps = remove).
+        take = max(1, min(remove, remove // steps)) if single else 1
+        if single:  # one feature per unit: all costs at once
+            index = np.array(alive)
+            costs = sum(
+                (matrix[:, index] ** 2).sum(axis=0) / np.diag(inverse)[index]
+                for matrix, inverse, _ in state
+            )
+        else:
+            costs = np.array([_block_cost(state, group, unit) for unit in alive])
+        chosen = [alive[i] for i in np.argsort(costs, kind="stable")[:take]]
+        alive = [unit for unit in alive if unit not in set(chosen)]
+        remove -= take
+        for entry in state:
+            matrix, inverse, per_channel = entry
+            block = np.concatenate([_unit_features(group, u, per_channel) for u in chosen])
+            inner = np.linalg.inv(inverse[np.ix_(block, block)])
+            entry[0] = matrix - matrix[:, block] @ inner @ inverse[block, :]
+            entry[1] = inverse - inverse[:, block] @ inner @ inverse[block, :]
+    return np.array(sorted(alive), dtype=np.int64)
+
+
+def _block_cost(state: list, group: ChannelGroup, unit: int) -> float:
+    cost = 0.0
+    for matrix, inverse, per_channel in state:
+        block = _unit_features(group, unit, per_channel)
+        inner = np.linalg.inv(inverse[np.ix_(block, block)])
+        cost += float(np.einsum("ob,bc,oc->", matrix[:, block], inner, matrix[:, block]))
+    return cost

@@ -1,7 +1,8 @@
 """Structured pruning end to end: find groups, score units, repair consumers, remove units.
 
 ``prune_structured`` guarantees: only unblocked groups of the requested kinds change; each loses
-``round(sparsity * units)`` units (at least ``min_units`` stay); every tensor coupled to a unit
+``round(sparsity * units)`` units, fewer where the kept count is rounded up to a multiple of
+``round_to`` (channels and neurons) or held at ``min_units``; every tensor coupled to a unit
 is sliced consistently, so the model keeps its inputs and outputs and computes with smaller
 tensors; blocked groups are reported with their reason. Decisions are recorded per group
 (``kept`` unit indices) and can be replayed with ``decisions``.
@@ -24,7 +25,12 @@ from onnxprune.structured.apply import RemoveUnitsPass
 from onnxprune.structured.dependency import find_channel_groups
 from onnxprune.structured.groups import ChannelGroup
 from onnxprune.structured.heads import find_head_groups
-from onnxprune.structured.importance import IMPORTANCE, repair_consumer, unit_importance
+from onnxprune.structured.importance import (
+    IMPORTANCE,
+    obs_select,
+    repair_consumer,
+    unit_importance,
+)
 from onnxprune.weights import find_weights
 
 __all__ = ["TARGETS", "StructuredOptions", "StructuredResult", "prune_structured"]
@@ -44,11 +50,12 @@ class StructuredOptions:
 
     target: str = "all"
     sparsity: float = 0.5
-    importance: str | None = None  # default: activation with calibration data, else l2
+    importance: str | None = None  # default: obs with calibration data, else l2
     reconstruct: bool = False
-    sequential: bool = True
-    ridge: float = 1e-3
+    sequential: bool = False
+    ridge: float = 1e-2
     min_units: int = 1
+    round_to: int = 8
     include: str | None = None
     exclude: str | None = None
     calibration: str | None = None
@@ -58,16 +65,20 @@ class StructuredOptions:
             raise InputError(f"unknown target '{self.target}' (choose from {', '.join(TARGETS)})")
         if not 0.0 <= self.sparsity < 1.0:
             raise InputError(f"target sparsity must be in [0, 1), got {self.sparsity}")
+        if self.round_to < 1:
+            raise InputError(f"--round-to must be at least 1, got {self.round_to}")
+        if not self.ridge > 0:
+            raise InputError(f"ridge must be positive, got {self.ridge}")
         if self.importance is not None and self.importance not in IMPORTANCE:
             raise InputError(
                 f"unknown importance '{self.importance}' (choose from {', '.join(IMPORTANCE)})"
             )
-        needs_data = self.reconstruct or self.importance == "activation"
+        needs_data = self.reconstruct or self.importance in ("activation", "obs")
         if needs_data and not has_calibration:
             raise InputError("--reconstruct and activation importance need --calibration DATA.npz")
 
     def resolved_importance(self, has_calibration: bool) -> str:
-        return self.importance or ("activation" if has_calibration else "l2")
+        return self.importance or ("obs" if has_calibration else "l2")
 
 
 @dataclass
@@ -147,8 +158,12 @@ def _bias_of(model: ir.Model, node_name: str) -> ir.Value | None:
     return None
 
 
+def _layouts(model: ir.Model):
+    return {w.name: w.layout for w in find_weights(model)[0]}
+
+
 def _repair(model, group, kept, stats, ridge) -> None:
-    layouts = {w.name: w.layout for w in find_weights(model)[0]}
+    layouts = _layouts(model)
     channels = group.indices(np.sort(kept))
     for consumer in group.consumers:
         value = model.graph.initializers[consumer.tensor]
@@ -188,7 +203,9 @@ def prune_structured(
             f"nothing to prune structurally: {len(skipped)} groups skipped "
             "(see the report's reasons)"
         )
-    needs_stats = calibration is not None and (options.reconstruct or importance == "activation")
+    needs_stats = calibration is not None and (
+        options.reconstruct or importance in ("activation", "obs")
+    )
     calibration_options = calibration_options or CalibrationOptions()
     result = StructuredResult(options, importance, skipped=skipped)
     batches = [[g] for g in _topological(model, chosen)] if options.sequential else [chosen]
@@ -197,7 +214,12 @@ def prune_structured(
         reference = original if index else None  # the first batch sees unpruned inputs anyway
         stats = (
             _consumer_stats(
-                model, batch, calibration, calibration_options, options.reconstruct, reference
+                model,
+                batch,
+                calibration,
+                calibration_options,
+                options.reconstruct or importance == "obs",
+                reference,
             )
             if needs_stats
             else {}
@@ -205,11 +227,15 @@ def prune_structured(
         arrays = {n: v.const_value.numpy() for n, v in model.graph.initializers.items()}
         kept_by_group = {}
         for group in batch:
+            keep = _units_to_keep(group, options)
             if decisions is not None:
                 kept = np.array(sorted(decisions[group.id]), dtype=np.int64)
+            elif importance == "obs":
+                kept = obs_select(
+                    group, arrays, _layouts(model), stats, group.units - keep, options.ridge
+                )
             else:
                 scores = unit_importance(group, arrays, importance, stats)
-                keep = max(options.min_units, group.units - round(options.sparsity * group.units))
                 kept = np.sort(np.argsort(-scores, kind="stable")[:keep])
             kept_by_group[group.id] = kept
             if options.reconstruct:
@@ -225,6 +251,16 @@ def prune_structured(
         RemoveUnitsPass(batch, kept_by_group)(model)
     logger.info("structured: pruned %d groups", len(chosen))
     return result
+
+
+def _units_to_keep(group: ChannelGroup, options: StructuredOptions) -> int:
+    """``units - round(sparsity * units)``, rounded up to a multiple of ``round_to`` for channels
+    and neurons (onnxruntime's blocked kernels are fastest on multiples of 8), at least
+    ``min_units``, at most ``units``."""
+    keep = max(options.min_units, group.units - round(options.sparsity * group.units))
+    if group.kind != "heads" and options.round_to > 1:
+        keep = -(-keep // options.round_to) * options.round_to
+    return min(keep, group.units)
 
 
 def _topological(model: ir.Model, groups: list[ChannelGroup]) -> list[ChannelGroup]:
