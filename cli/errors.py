@@ -30,6 +30,8 @@ class OneLineErrorGroup(click.Group):
         argv = list(sys.argv[1:] if args is None else args)
         debug = "--debug" in argv
         logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(message)s")
+        # onnxruntime's quantization modules configure the root logger at INFO on import.
+        logging.getLogger().setLevel(logging.DEBUG if debug else logging.WARNING)
         kwargs["standalone_mode"] = False
         try:
             code = super().main(argv, *pos, **kwargs)

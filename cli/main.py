@@ -11,6 +11,9 @@ import click
 import onnxprune
 from cli.errors import EXIT_GATE_FAILED, OneLineErrorGroup
 from cli.options import (
+    COMPRESS_QUANTIZE,
+    quantize_options,
+    quantize_options_from,
     calibration_options_from,
     debug_option,
     gate_options,
@@ -22,6 +25,7 @@ from cli.options import (
     verify_options_from,
 )
 from onnxprune.inspection import render_inspection
+from onnxprune.quantize import MODES
 from onnxprune.report import render_report, write_json
 
 __all__ = ["main"]
@@ -136,15 +140,34 @@ def verify(
     help="Default: <stem>.compressed.onnx beside MODEL.",
 )
 @prune_options
+@click.option(
+    "--quantize",
+    type=click.Choice(sorted(COMPRESS_QUANTIZE)),
+    default=None,
+    help="Quantize after pruning: int8 (dynamic), int8-static (QDQ, needs --calibration) or "
+    "int4 (weight-only MatMul).",
+)
+@click.option("--quantize-exclude", default=None, help="Regex: nodes kept in float.")
+@quantize_options
+@click.option(
+    "--cleanup/--no-cleanup",
+    default=True,
+    show_default=True,
+    help="Fold BatchNorm, drop Identity/Dropout, fold constants first.",
+)
 @verify_options
 @gate_options
 @debug_option
 def compress(
     model: Path, output: Path | None, report: Path | None, as_json: bool, **params: Any
 ) -> None:
-    """Prune MODEL and verify the result in one step; write the model and a JSON report."""
+    """Clean up, prune, optionally quantize and verify MODEL; write the model and a report."""
     output, default_report = onnxprune.default_outputs(model, output)
     options = prune_options_from(params)
+    quantize = None
+    if params["quantize"]:
+        mode = COMPRESS_QUANTIZE[params["quantize"]]
+        quantize = quantize_options_from(params, mode, params["quantize_exclude"])
     result = onnxprune.compress_file(
         model,
         output,
@@ -153,9 +176,42 @@ def compress(
         gates_from(params),
         calibration_options_from(params),
         _replayed(model, params),
+        quantize=quantize,
+        cleanup=params["cleanup"],
     )
     _write_manifest(result, model, params)
     _emit(result, as_json, report or default_report)
+    _finish(result)
+
+
+@main.command()
+@MODEL
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
+@click.option(
+    "--mode",
+    type=click.Choice(MODES),
+    default="dynamic",
+    show_default=True,
+    help="dynamic int8, static int8 QDQ (needs --calibration), int4 weight-only.",
+)
+@click.option(
+    "--calibration",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Calibration .npz for --mode static.",
+)
+@click.option("--exclude", default=None, help="Regex: nodes kept in float.")
+@quantize_options
+@verify_options
+@gate_options
+@debug_option
+def quantize(model: Path, output: Path, report: Path | None, as_json: bool, **params: Any) -> None:
+    """Quantize MODEL's weights with onnxruntime's tools, verify, and write OUTPUT."""
+    options = quantize_options_from(params, params["mode"], params["exclude"])
+    result = onnxprune.quantize_file(
+        model, output, options, verify_options_from(params), gates_from(params)
+    )
+    _emit(result, as_json, report)
     _finish(result)
 
 

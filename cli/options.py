@@ -12,6 +12,7 @@ from onnxprune.allocation import ALLOCATIONS
 from onnxprune.calibration import CalibrationOptions
 from onnxprune.errors import InputError
 from onnxprune.pruning import PruneOptions, parse_pattern
+from onnxprune.quantize import MODES, QuantizeOptions
 from onnxprune.scoring import METHODS
 from onnxprune.structured.importance import IMPORTANCE
 from onnxprune.structured.pipeline import TARGETS, StructuredOptions
@@ -25,6 +26,8 @@ __all__ = [
     "json_option",
     "prune_options",
     "prune_options_from",
+    "quantize_options",
+    "quantize_options_from",
     "verify_options",
     "verify_options_from",
 ]
@@ -99,6 +102,14 @@ prune_options = _stack(
         show_default=True,
     ),
     click.option("--pattern", default=None, help="N:M sparsity, e.g. 2:4 (per layer)."),
+    click.option(
+        "--min-fan-in",
+        type=int,
+        default=16,
+        show_default=True,
+        help="Leave weights with fewer inputs per output alone (a first 3x3 conv on one "
+        "channel has 9); 0 prunes everything.",
+    ),
     click.option("--include", default=None, help="Regex: prune only weights/nodes matching it."),
     click.option("--exclude", default=None, help="Regex: leave weights/nodes matching it alone."),
     click.option(
@@ -219,6 +230,39 @@ gate_options = _stack(
 )
 
 
+quantize_options = _stack(
+    click.option(
+        "--per-channel/--per-tensor",
+        default=True,
+        show_default=True,
+        help="Quantization scale per output channel or per tensor (int8 modes).",
+    ),
+    click.option(
+        "--block-size",
+        type=int,
+        default=128,
+        show_default=True,
+        help="int4: weights per quantization block along the input axis.",
+    ),
+)
+
+# compress --quantize choices -> quantization mode
+COMPRESS_QUANTIZE = {"int8": "dynamic", "int8-static": "static", "int4": "int4"}
+
+
+def quantize_options_from(params: dict[str, Any], mode: str, exclude: str | None):
+    calibration = params.get("calibration")
+    options = QuantizeOptions(
+        mode=mode,
+        per_channel=params["per_channel"],
+        exclude=exclude,
+        block_size=params["block_size"],
+        calibration=None if calibration is None else str(calibration),
+    )
+    options.validate()
+    return options
+
+
 def prune_options_from(params: dict[str, Any]) -> PruneOptions | StructuredOptions:
     if params["structured"]:
         return structured_options_from(params)
@@ -239,6 +283,7 @@ def prune_options_from(params: dict[str, Any]) -> PruneOptions | StructuredOptio
         calibration=None if params["calibration"] is None else str(params["calibration"]),
         owl_lambda=params["owl_lambda"],
         sequential=params["sequential"],
+        min_fan_in=params["min_fan_in"],
     )
     options.validate()
     return options

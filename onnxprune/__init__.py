@@ -1,7 +1,6 @@
 """onnxprune: prune, compress and verify ONNX models for deployment, proven with onnxruntime."""
 
 from onnxprune.api import (
-    compress_file,
     decisions_from_manifest,
     default_outputs,
     manifest,
@@ -9,9 +8,11 @@ from onnxprune.api import (
     prune_file,
     verify_files,
 )
+from onnxprune.compress import cleanup_file, compress_file, quantize_file
 from onnxprune.errors import InputError, OnnxpruneError
 from onnxprune.inspection import inspect_model
 from onnxprune.pruning import PruneOptions, PruneResult
+from onnxprune.quantize import QuantizeOptions
 from onnxprune.structured.pipeline import StructuredOptions
 from onnxprune.verify import Gates, VerifyOptions
 
@@ -21,8 +22,10 @@ __all__ = [
     "OnnxpruneError",
     "PruneOptions",
     "PruneResult",
+    "QuantizeOptions",
     "StructuredOptions",
     "VerifyOptions",
+    "cleanup_file",
     "compress_file",
     "decisions_from_manifest",
     "default_outputs",
@@ -30,5 +33,6 @@ __all__ = [
     "manifest",
     "prune",
     "prune_file",
+    "quantize_file",
     "verify_files",
 ]

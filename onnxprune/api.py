@@ -33,7 +33,6 @@ from onnxprune.structured.pipeline import StructuredOptions, prune_structured
 from onnxprune.verify import Gates, VerifyOptions, evaluate_gates, prepare_dataset, verify_models
 
 __all__ = [
-    "compress_file",
     "decisions_from_manifest",
     "default_outputs",
     "manifest",
@@ -176,44 +175,6 @@ def verify_files(
         "verify",
         baseline,
         candidate,
-        verification=verification,
-        gates=evaluate_gates(gates, verification),
-    )
-
-
-def compress_file(
-    model: str | os.PathLike,
-    output: str | os.PathLike,
-    prune_options: PruneOptions | StructuredOptions,
-    verify_options: VerifyOptions,
-    gates: Gates | None = None,
-    calibration_options: CalibrationOptions | None = None,
-    decisions: dict[str, list[int]] | None = None,
-) -> dict:
-    """Prune ``model`` into ``output`` and verify it; return the combined report.
-
-    Data and gates are checked before anything is written; the output is written even when a
-    gate fails (the report says which), so the caller can inspect it.
-    """
-    gates = gates or Gates()
-    dataset = prepare_dataset(model, verify_options)
-    gates.check_applicable(dataset)
-    if (
-        prune_options.calibration is not None
-        and verify_options.data is not None
-        and Path(prune_options.calibration).resolve() == Path(verify_options.data).resolve()
-    ):
-        logger.warning(
-            "warning: --calibration and --data are the same file; the verification is not "
-            "on held-out samples"
-        )
-    report = prune_file(model, output, prune_options, calibration_options, decisions)
-    verification = verify_models(model, output, verify_options, dataset)
-    return build_report(
-        "compress",
-        model,
-        output,
-        pruning=report["pruning"],
         verification=verification,
         gates=evaluate_gates(gates, verification),
     )

@@ -191,10 +191,11 @@ def collect_statistics(
         for start in starts:
             feed = dataset.slice(start, start + batch)
             outputs = dict(feed)
-            outputs.update(zip(fetched, session.run(fetched, feed), strict=True))
+            if fetched:  # onnxruntime returns every output for an empty list
+                outputs.update(zip(fetched, session.run(fetched, feed), strict=True))
             keep = feed.get(mask_name) if mask_name else None
             references = dict(feed)
-            if reference_session is not None:
+            if reference_session is not None and fetched:
                 references.update(zip(fetched, reference_session.run(fetched, feed), strict=True))
             for (tensor, view), stats in by_key.items():
                 reference_rows = (

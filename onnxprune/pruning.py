@@ -74,6 +74,7 @@ class PruneOptions:
     calibration: str | None = None
     owl_lambda: float = 0.08
     sequential: bool = False
+    min_fan_in: int = 16
 
     @property
     def sparsity(self) -> float:
@@ -102,6 +103,8 @@ class PruneOptions:
                     raise InputError(f"{flag} '{pattern}' is not a valid regex: {error}") from error
         if self.sequential and not METHODS[self.method].needs_calibration:
             raise InputError("--sequential needs a data-aware method (wanda, sparsegpt)")
+        if self.min_fan_in < 0:
+            raise InputError(f"--min-fan-in must be >= 0, got {self.min_fan_in}")
         if not 0.0 <= self.owl_lambda < 0.5:
             raise InputError(f"OWL lambda must be in [0, 0.5), got {self.owl_lambda}")
         if self.pattern is None:
@@ -221,6 +224,12 @@ def _select(
             reason = f"not matched by --include '{options.include}'"
         elif options.exclude and any(re.search(options.exclude, n) for n in names):
             reason = f"excluded by --exclude '{options.exclude}'"
+        elif weight.size // weight.shape[weight.layout.out_axis] < options.min_fan_in:
+            fan_in = weight.size // weight.shape[weight.layout.out_axis]
+            reason = (
+                f"fan-in {fan_in} < --min-fan-in {options.min_fan_in}: too few inputs per "
+                "output to prune"
+            )
         elif options.pattern is not None:
             reason = n_m_refusal(weight.shape, weight.layout, options.pattern[1])
         if reason is None:

@@ -189,10 +189,41 @@ def _verification_lines(verification: dict) -> list[str]:
     return lines
 
 
+def _extra_lines(report: dict) -> list[str]:
+    lines = []
+    cleanup = report.get("cleanup")
+    if cleanup:
+        removed = ", ".join(f"{op} {n}" for op, n in cleanup["nodes_removed"].items()) or "none"
+        lines.append(f"Clean-up: {cleanup['total_removed']} nodes removed ({removed})")
+    quantization = report.get("quantization")
+    if quantization:
+        excluded = len(quantization["excluded_nodes"])
+        lines.append(
+            f"Quantization: {quantization['mode']}, "
+            f"{'per-channel' if quantization['per_channel'] else 'per-tensor'}, "
+            f"{quantization['quantizable_nodes']} candidate nodes, {excluded} kept in float"
+        )
+    stages = report.get("stages")
+    if stages:
+        lines.append(
+            f"  {'stage':<10} {'size':>14} {'compressed':>14} {'accuracy':>9} "
+            f"{'agree':>8} {'cosine':>7} {'speedup':>8}"
+        )
+        for stage in stages:
+            speedup = "-" if stage["speedup"] is None else f"{stage['speedup']:.2f}x"
+            lines.append(
+                f"  {stage['stage']:<10} {_kib(stage['bytes']):>14} "
+                f"{_kib(stage['compressed_bytes']):>14} {_pct(stage['accuracy']):>9} "
+                f"{_pct(stage['top1_agreement']):>8} {stage['cosine_mean']:>7.4f} {speedup:>8}"
+            )
+    return lines
+
+
 def render_report(report: dict) -> str:
     """The report as a readable terminal table."""
     target = f" -> {report['output']}" if report["output"] else ""
     lines = [f"onnxprune {report['command']}: {report['model']}{target}"]
+    lines += _extra_lines(report)
     if report["pruning"]:
         lines += _pruning_lines(report["pruning"])
     if report["verification"]:

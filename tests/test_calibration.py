@@ -142,3 +142,11 @@ def test_data_aware_methods_hit_the_target_on_fixtures(method: str, allocation: 
 def test_data_aware_methods_need_calibration() -> None:
     with pytest.raises(InputError, match="needs calibration data"):
         prune_model(load_model(FIXTURE_MODELS["adult_mlp"][0]), PruneOptions(0.5, method="wanda"))
+
+
+def test_sequential_stages_with_a_graph_input_fed_first_layer() -> None:
+    path, data = FIXTURE_MODELS["digits_mlp"]
+    model = load_model(path)
+    calibration = load_dataset(data, input_specs(model))
+    result = prune_model(model, PruneOptions(0.5, method="sparsegpt", sequential=True), calibration)
+    assert abs(result.totals()["sparsity_after"] - 0.5) <= 0.005

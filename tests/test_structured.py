@@ -347,6 +347,7 @@ def test_real_fixtures_prune_verify_and_replay(model, data, target, groups, tmp_
         tmp_path / "a.onnx",
         options,
         onnxprune.VerifyOptions(data=FIXTURES / data, latency_runs=0),
+        cleanup=False,  # so that prune_file below sees the same graph
     )
     pruning = report["pruning"]
     assert pruning["totals"]["groups"] == groups

@@ -1,0 +1,158 @@
+"""``compress``: clean up, prune, quantize and verify in one pipeline with one report.
+
+Stages run in order on files in a temporary folder beside the output: graph clean-up
+(``CleanupPass``, on by default), pruning (unstructured or structured), then optional
+quantization. The final model is verified against the original; every intermediate stage is
+verified too, so the report shows what each stage cost and gained. Data, options and gates are
+checked before anything is written; the output is written even when a gate fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from onnxprune.api import prune_file
+from onnxprune.calibration import CalibrationOptions
+from onnxprune.cleanup import CleanupPass
+from onnxprune.data import Dataset, input_specs, load_dataset
+from onnxprune.model_io import (
+    check_distinct_output,
+    load_model,
+    model_files,
+    save_model,
+    uses_external_data,
+)
+from onnxprune.pruning import PruneOptions
+from onnxprune.quantize import QuantizeOptions, quantize_model_file
+from onnxprune.report import build_report
+from onnxprune.structured.pipeline import StructuredOptions
+from onnxprune.verify import Gates, VerifyOptions, evaluate_gates, prepare_dataset, verify_models
+
+__all__ = ["cleanup_file", "compress_file", "quantize_file"]
+
+logger = logging.getLogger(__name__)
+
+
+def cleanup_file(model: str | os.PathLike, output: str | os.PathLike) -> dict:
+    """Run ``CleanupPass`` on ``model`` into ``output``; return the nodes removed per op."""
+    working = load_model(model)
+    external = uses_external_data(working)
+    cleanup = CleanupPass()
+    cleanup(working)
+    save_model(working, output, protected=model_files(model), external_data=external)
+    return {"nodes_removed": cleanup.counts, "total_removed": sum(cleanup.counts.values())}
+
+
+def _stage(name: str, verification: dict) -> dict:
+    quality, latency = verification["quality"], verification.get("latency", {})
+    return {
+        "stage": name,
+        "bytes": verification["size"]["candidate"]["bytes"],
+        "compressed_bytes": verification["size"]["candidate"]["compressed_bytes"],
+        "accuracy": quality.get("accuracy_after"),
+        "top1_agreement": quality["top1_agreement"],
+        "cosine_mean": quality["cosine_mean"],
+        "max_abs_diff": quality["max_abs_diff"],
+        "speedup": latency.get("speedup"),
+    }
+
+
+def _warn_if_same(calibration: str | None, data: str | os.PathLike | None) -> None:
+    if calibration and data and Path(calibration).resolve() == Path(data).resolve():
+        logger.warning(
+            "warning: --calibration and --data are the same file; the verification is not "
+            "on held-out samples"
+        )
+
+
+def _calibration(model: str | os.PathLike, path: str | None) -> Dataset | None:
+    return None if path is None else load_dataset(path, input_specs(load_model(model)))
+
+
+def compress_file(
+    model: str | os.PathLike,
+    output: str | os.PathLike,
+    prune_options: PruneOptions | StructuredOptions,
+    verify_options: VerifyOptions,
+    gates: Gates | None = None,
+    calibration_options: CalibrationOptions | None = None,
+    decisions: dict[str, list[int]] | None = None,
+    quantize: QuantizeOptions | None = None,
+    cleanup: bool = True,
+) -> dict:
+    """Clean up, prune and optionally quantize ``model`` into ``output``; verify every stage."""
+    gates = gates or Gates()
+    if isinstance(prune_options, PruneOptions):
+        prune_options.validate()
+    else:
+        prune_options.validate(prune_options.calibration is not None)
+    if quantize is not None:
+        quantize.validate()
+    dataset = prepare_dataset(model, verify_options)
+    gates.check_applicable(dataset)
+    _warn_if_same(prune_options.calibration, verify_options.data)
+    output = Path(output)
+    protected = tuple(model_files(model))
+    check_distinct_output(output, protected, uses_external_data(load_model(model)))
+    stages, sections = [], {}
+    with tempfile.TemporaryDirectory(prefix=f".{output.name}.stages-", dir=output.parent) as work:
+        current = Path(model)
+        if cleanup:
+            cleaned = Path(work) / "cleaned.onnx"
+            sections["cleanup"] = cleanup_file(current, cleaned)
+            stages.append(("cleanup", cleaned))
+            current = cleaned
+        pruned = Path(work) / "pruned.onnx" if quantize else output
+        pruning = prune_file(current, pruned, prune_options, calibration_options, decisions)
+        if quantize:
+            stages.append(("prune", pruned))
+            calibration = _calibration(pruned, quantize.calibration)
+            sections["quantization"] = quantize_model_file(
+                pruned, output, quantize, calibration, protected=protected
+            )
+        verification = verify_models(model, output, verify_options, dataset)
+        summaries = [
+            _stage(name, verify_models(model, path, verify_options, dataset))
+            for name, path in stages
+        ]
+    final = "quantize" if quantize else "prune"
+    report = build_report(
+        "compress",
+        model,
+        output,
+        pruning=pruning["pruning"],
+        verification=verification,
+        gates=evaluate_gates(gates, verification),
+    )
+    report.update(sections)
+    report["stages"] = [*summaries, _stage(final, verification)]
+    return report
+
+
+def quantize_file(
+    model: str | os.PathLike,
+    output: str | os.PathLike,
+    options: QuantizeOptions,
+    verify_options: VerifyOptions,
+    gates: Gates | None = None,
+) -> dict:
+    """Quantize ``model`` into ``output`` and verify the result; return the report."""
+    gates = gates or Gates()
+    options.validate()
+    dataset = prepare_dataset(model, verify_options)
+    gates.check_applicable(dataset)
+    _warn_if_same(options.calibration, verify_options.data)
+    section = quantize_model_file(model, output, options, _calibration(model, options.calibration))
+    verification = verify_models(model, output, verify_options, dataset)
+    report = build_report(
+        "quantize",
+        model,
+        output,
+        verification=verification,
+        gates=evaluate_gates(gates, verification),
+    )
+    report["quantization"] = section
+    return report
