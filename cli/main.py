@@ -12,8 +12,6 @@ import onnxprune
 from cli.errors import EXIT_GATE_FAILED, OneLineErrorGroup
 from cli.options import (
     COMPRESS_QUANTIZE,
-    quantize_options,
-    quantize_options_from,
     calibration_options_from,
     debug_option,
     gate_options,
@@ -21,6 +19,8 @@ from cli.options import (
     json_option,
     prune_options,
     prune_options_from,
+    quantize_options,
+    quantize_options_from,
     verify_options,
     verify_options_from,
 )

@@ -12,7 +12,7 @@ from onnxprune.allocation import ALLOCATIONS
 from onnxprune.calibration import CalibrationOptions
 from onnxprune.errors import InputError
 from onnxprune.pruning import PruneOptions, parse_pattern
-from onnxprune.quantize import MODES, QuantizeOptions
+from onnxprune.quantize import QuantizeOptions
 from onnxprune.scoring import METHODS
 from onnxprune.structured.importance import IMPORTANCE
 from onnxprune.structured.pipeline import TARGETS, StructuredOptions
