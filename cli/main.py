@@ -148,6 +148,12 @@ def verify(
     "int4 (weight-only MatMul).",
 )
 @click.option("--quantize-exclude", default=None, help="Regex: nodes kept in float.")
+@click.option(
+    "--auto-exclude",
+    is_flag=True,
+    help="If a gate breaks after quantization, keep the most sensitive layers in "
+    "float until it holds (needs --calibration and a gate).",
+)
 @quantize_options
 @click.option(
     "--cleanup/--no-cleanup",
@@ -178,6 +184,7 @@ def compress(
         _replayed(model, params),
         quantize=quantize,
         cleanup=params["cleanup"],
+        auto_exclude=params["auto_exclude"],
     )
     _write_manifest(result, model, params)
     _emit(result, as_json, report or default_report)
@@ -201,6 +208,11 @@ def compress(
     help="Calibration .npz for --mode static.",
 )
 @click.option("--exclude", default=None, help="Regex: nodes kept in float.")
+@click.option(
+    "--auto-exclude",
+    is_flag=True,
+    help="If a gate breaks, keep the most sensitive layers in float until it holds.",
+)
 @quantize_options
 @verify_options
 @gate_options
@@ -209,7 +221,77 @@ def quantize(model: Path, output: Path, report: Path | None, as_json: bool, **pa
     """Quantize MODEL's weights with onnxruntime's tools, verify, and write OUTPUT."""
     options = quantize_options_from(params, params["mode"], params["exclude"])
     result = onnxprune.quantize_file(
+        model,
+        output,
+        options,
+        verify_options_from(params),
+        gates_from(params),
+        auto_exclude=params["auto_exclude"],
+    )
+    _emit(result, as_json, report)
+    _finish(result)
+
+
+@main.command("drop-layers")
+@MODEL
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
+@click.option("--blocks", type=int, default=None, help="Remove this many residual blocks.")
+@click.option(
+    "--max-cosine-drop",
+    type=float,
+    default=None,
+    help="Remove blocks while the output cosine on calibration data stays >= 1 - X.",
+)
+@click.option(
+    "--calibration",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Calibration .npz used to score the blocks (required).",
+)
+@verify_options
+@gate_options
+@debug_option
+def drop_layers(
+    model: Path, output: Path, report: Path | None, as_json: bool, **params: Any
+) -> None:
+    """Remove the residual blocks (x + f(x)) of MODEL that change their input least."""
+    options = onnxprune.DropOptions(
+        blocks=params["blocks"],
+        max_cosine_drop=params["max_cosine_drop"],
+        calibration=None if params["calibration"] is None else str(params["calibration"]),
+    )
+    result = onnxprune.drop_layers(
         model, output, options, verify_options_from(params), gates_from(params)
+    )
+    _emit(result, as_json, report)
+    _finish(result)
+
+
+@main.command()
+@MODEL
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
+@click.option("--deeper", default=None, help="Insert an identity layer after this node.")
+@click.option("--wider", default=None, help="Widen this layer (weight or node name).")
+@click.option(
+    "--factor",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="With --wider: new units = round(units * factor).",
+)
+@verify_options
+@click.option("--report", type=click.Path(path_type=Path), default=None)
+@json_option
+@debug_option
+def grow(model: Path, output: Path, report: Path | None, as_json: bool, **params: Any) -> None:
+    """Grow MODEL by function-preserving insertion (--deeper) or Net2Net widening (--wider)."""
+    result = onnxprune.grow(
+        model,
+        output,
+        verify_options_from(params),
+        deeper=params["deeper"],
+        wider=params["wider"],
+        factor=params["factor"],
     )
     _emit(result, as_json, report)
     _finish(result)

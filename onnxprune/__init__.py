@@ -9,14 +9,17 @@ from onnxprune.api import (
     verify_files,
 )
 from onnxprune.compress import cleanup_file, compress_file, quantize_file
+from onnxprune.droplayers import DropOptions
 from onnxprune.errors import InputError, OnnxpruneError
 from onnxprune.inspection import inspect_model
+from onnxprune.layers_api import drop_layers, grow
 from onnxprune.pruning import PruneOptions, PruneResult
 from onnxprune.quantize import QuantizeOptions
 from onnxprune.structured.pipeline import StructuredOptions
 from onnxprune.verify import Gates, VerifyOptions
 
 __all__ = [
+    "DropOptions",
     "Gates",
     "InputError",
     "OnnxpruneError",
@@ -29,6 +32,8 @@ __all__ = [
     "compress_file",
     "decisions_from_manifest",
     "default_outputs",
+    "drop_layers",
+    "grow",
     "inspect_model",
     "manifest",
     "prune",

@@ -34,6 +34,7 @@ from onnxprune.weights import PrunableWeight
 __all__ = [
     "CalibrationOptions",
     "LayerStats",
+    "capture_model",
     "collect_statistics",
     "detect_mask_input",
     "layer_views",
@@ -67,6 +68,8 @@ class LayerStats:
 
     cross: np.ndarray | None = field(init=False, default=None)
     reference_sum: np.ndarray | None = field(init=False, default=None)
+    low: float = field(init=False, default=np.inf)
+    high: float = field(init=False, default=-np.inf)
 
     def __post_init__(self) -> None:
         self.sum = np.zeros(self.features)
@@ -77,6 +80,8 @@ class LayerStats:
         """Accumulate ``rows``; with ``reference`` (the same rows in a reference model) also
         the cross products ``XᵀX_ref`` and ``ΣX_ref`` used to repair towards that model."""
         rows = rows.astype(np.float64, copy=False)
+        if rows.size:
+            self.low, self.high = min(self.low, rows.min()), max(self.high, rows.max())
         self.rows += len(rows)
         self.sum += rows.sum(axis=0)
         self.sum_sq += np.einsum("ij,ij->j", rows, rows)
@@ -127,7 +132,7 @@ def layer_views(
     return views, refused
 
 
-def _capture_model(model: ir.Model, names: set[str], folder: Path) -> Path:
+def capture_model(model: ir.Model, names: set[str], folder: Path) -> Path:
     """Save a copy of ``model`` whose outputs also include the tensors in ``names``."""
     capture = model.clone()
     present = {v.name for v in capture.graph.outputs} | {v.name for v in capture.graph.inputs}
@@ -179,11 +184,11 @@ def collect_statistics(
     tensors = {tensor for tensor, _ in by_key}
     fetched = sorted(tensors - set(dataset.inputs))
     with tempfile.TemporaryDirectory(prefix="onnxprune-calibration-") as folder:
-        session = create_session(_capture_model(model, tensors, Path(folder)), options.threads)
+        session = create_session(capture_model(model, tensors, Path(folder)), options.threads)
         reference_session = None
         if reference is not None:
             (Path(folder) / "reference").mkdir()
-            captured = _capture_model(reference, tensors, Path(folder) / "reference")
+            captured = capture_model(reference, tensors, Path(folder) / "reference")
             reference_session = create_session(captured, options.threads)
         batch = fixed_batch(session) or options.batch_size
         starts = range(0, dataset.samples, batch)

@@ -12,12 +12,14 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from onnxprune.api import prune_file
 from onnxprune.calibration import CalibrationOptions
 from onnxprune.cleanup import CleanupPass
 from onnxprune.data import Dataset, input_specs, load_dataset
+from onnxprune.errors import InputError
 from onnxprune.model_io import (
     check_distinct_output,
     load_model,
@@ -28,6 +30,7 @@ from onnxprune.model_io import (
 from onnxprune.pruning import PruneOptions
 from onnxprune.quantize import QuantizeOptions, quantize_model_file
 from onnxprune.report import build_report
+from onnxprune.sensitivity import quantization_sensitivity
 from onnxprune.structured.pipeline import StructuredOptions
 from onnxprune.verify import Gates, VerifyOptions, evaluate_gates, prepare_dataset, verify_models
 
@@ -68,8 +71,72 @@ def _warn_if_same(calibration: str | None, data: str | os.PathLike | None) -> No
         )
 
 
+def _check_auto_exclude(auto_exclude: bool, quantize: QuantizeOptions | None, gates: Gates):
+    if not auto_exclude:
+        return
+    if quantize is None:
+        raise InputError("--auto-exclude goes with quantization")
+    if quantize.calibration is None:
+        raise InputError("--auto-exclude ranks layers on calibration data: give --calibration")
+    if all(value is None for value in vars(gates).values()):
+        raise InputError("--auto-exclude needs a budget (--max-accuracy-drop, --min-cosine, ...)")
+
+
 def _calibration(model: str | os.PathLike, path: str | None) -> Dataset | None:
     return None if path is None else load_dataset(path, input_specs(load_model(model)))
+
+
+def _quantize_within_budget(
+    original: str | os.PathLike,
+    source: Path,
+    output: Path,
+    quantize: QuantizeOptions,
+    verify_options: VerifyOptions,
+    dataset: Dataset,
+    gates: Gates,
+    auto_exclude: bool,
+    protected: tuple[Path, ...],
+) -> dict:
+    """Quantize ``source``; with ``auto_exclude``, keep the most sensitive layers in float
+    (1, 2, 4, ... of them) until the gates hold on the verification data, or all are float."""
+    calibration = _calibration(source, quantize.calibration)
+    section = quantize_model_file(source, output, quantize, calibration, protected=protected)
+    if not auto_exclude:
+        return section
+    quick = replace(verify_options, latency_runs=0)
+    verification = verify_models(original, output, quick, dataset)
+    if all(g["passed"] for g in evaluate_gates(gates, verification)):
+        section["auto_exclude"] = {"needed": False}
+        return section
+    ranking = quantization_sensitivity(load_model(source), calibration)
+    attempts, passed = [], False
+    schedule = sorted({min(2**i, len(ranking)) for i in range(len(ranking).bit_length() + 1)})
+    for count in schedule:
+        excluded = tuple(list(ranking)[:count])
+        section = quantize_model_file(source, output, quantize, calibration, excluded, protected)
+        verification = verify_models(original, output, quick, dataset)
+        results = evaluate_gates(gates, verification)
+        passed = all(g["passed"] for g in results)
+        attempts.append(
+            {
+                "float_layers": count,
+                "passed": passed,
+                "gates": {g["gate"]: g["value"] for g in results},
+            }
+        )
+        if passed:
+            break
+    section["auto_exclude"] = {
+        "needed": True,
+        "satisfied": passed,
+        "ranking": [{"node": n, "relative_error": e} for n, e in list(ranking.items())[:10]],
+        "attempts": attempts,
+    }
+    if not passed:
+        logger.warning(
+            "warning: --auto-exclude: the budget does not hold even with every layer in float"
+        )
+    return section
 
 
 def compress_file(
@@ -82,9 +149,11 @@ def compress_file(
     decisions: dict[str, list[int]] | None = None,
     quantize: QuantizeOptions | None = None,
     cleanup: bool = True,
+    auto_exclude: bool = False,
 ) -> dict:
     """Clean up, prune and optionally quantize ``model`` into ``output``; verify every stage."""
     gates = gates or Gates()
+    _check_auto_exclude(auto_exclude, quantize, gates)
     if isinstance(prune_options, PruneOptions):
         prune_options.validate()
     else:
@@ -109,9 +178,16 @@ def compress_file(
         pruning = prune_file(current, pruned, prune_options, calibration_options, decisions)
         if quantize:
             stages.append(("prune", pruned))
-            calibration = _calibration(pruned, quantize.calibration)
-            sections["quantization"] = quantize_model_file(
-                pruned, output, quantize, calibration, protected=protected
+            sections["quantization"] = _quantize_within_budget(
+                model,
+                pruned,
+                output,
+                quantize,
+                verify_options,
+                dataset,
+                gates,
+                auto_exclude,
+                protected,
             )
         verification = verify_models(model, output, verify_options, dataset)
         summaries = [
@@ -138,14 +214,26 @@ def quantize_file(
     options: QuantizeOptions,
     verify_options: VerifyOptions,
     gates: Gates | None = None,
+    auto_exclude: bool = False,
 ) -> dict:
     """Quantize ``model`` into ``output`` and verify the result; return the report."""
     gates = gates or Gates()
     options.validate()
+    _check_auto_exclude(auto_exclude, options, gates)
     dataset = prepare_dataset(model, verify_options)
     gates.check_applicable(dataset)
     _warn_if_same(options.calibration, verify_options.data)
-    section = quantize_model_file(model, output, options, _calibration(model, options.calibration))
+    section = _quantize_within_budget(
+        model,
+        Path(model),
+        Path(output),
+        options,
+        verify_options,
+        dataset,
+        gates,
+        auto_exclude,
+        (Path(model),),
+    )
     verification = verify_models(model, output, verify_options, dataset)
     report = build_report(
         "quantize",

@@ -203,6 +203,22 @@ def _extra_lines(report: dict) -> list[str]:
             f"{'per-channel' if quantization['per_channel'] else 'per-tensor'}, "
             f"{quantization['quantizable_nodes']} candidate nodes, {excluded} kept in float"
         )
+        auto = quantization.get("auto_exclude")
+        if auto and auto.get("needed"):
+            verdict = "budget holds" if auto["satisfied"] else "budget NOT met even all-float"
+            tried = ", ".join(str(a["float_layers"]) for a in auto["attempts"])
+            lines.append(f"  auto-exclude: tried {tried} float layer(s): {verdict}")
+    dropped = report.get("drop_layers")
+    if dropped:
+        lines.append(
+            f"Residual blocks: {len(dropped['blocks'])} found, {len(dropped['dropped'])} dropped"
+        )
+        for block in sorted(dropped["blocks"], key=lambda b: b["score"]):
+            mark = "dropped" if block["dropped"] else "kept"
+            lines.append(f"  {block['add'][:60]:<60} 1-cos {block['score']:.4f}  {mark}")
+    grown = report.get("grow")
+    if grown:
+        lines.append("Grown: " + ", ".join(f"{k} {v}" for k, v in grown.items()))
     stages = report.get("stages")
     if stages:
         lines.append(

@@ -14,10 +14,10 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass, ShapeInferencePass
 
-from onnxprune.structured.groups import ChannelGroup
+from onnxprune.structured.groups import ChannelGroup, ShapeEdit
 from onnxprune.structured.heads import constant_tensor
 
-__all__ = ["RemoveUnitsPass"]
+__all__ = ["RemoveUnitsPass", "edit_shape_constant", "reinfer_shapes"]
 
 
 class RemoveUnitsPass(ir.passes.InPlacePass):
@@ -40,25 +40,33 @@ class RemoveUnitsPass(ir.passes.InPlacePass):
                 value.const_value = ir.Tensor(np.ascontiguousarray(array), name=piece.tensor)
                 value.shape = ir.Shape(array.shape)
             for edit in group.shape_edits:
-                self._edit_shape(model, nodes[edit.node], edit, len(self.kept[group.id]))
+                edit_shape_constant(model, nodes[edit.node], edit, len(self.kept[group.id]))
             for edit in group.attribute_edits:
                 node = nodes[edit.node]
                 node.attributes[edit.name] = ir.AttrInt64(edit.name, len(self.kept[group.id]))
-        for node in model.graph:
-            for output in node.outputs:
-                if output not in model.graph.outputs:
-                    output.shape = None
-        RemoveUnusedNodesPass()(model)
-        ShapeInferencePass()(model)
+        reinfer_shapes(model)
         return ir.passes.PassResult(model, modified=True)
 
-    @staticmethod
-    def _edit_shape(model: ir.Model, node: ir.Node, edit, kept: int) -> None:
-        old = node.inputs[edit.input_index]
-        values = constant_tensor(old).numpy().copy()
-        values.ravel()[edit.position] = edit.per_unit * kept
-        name = f"{old.name}_pruned_{node.name}".replace("/", "_")
-        new = ir.Value(name=name, shape=ir.Shape(values.shape), type=ir.TensorType(old.dtype))
-        new.const_value = ir.Tensor(values, name=name)
-        model.graph.register_initializer(new)
-        node.replace_input_with(edit.input_index, new)
+
+def edit_shape_constant(model: ir.Model, node: ir.Node, edit: ShapeEdit, units: int) -> None:
+    """Point ``node``'s shape input at a new initializer whose entry counts ``units``."""
+    old = node.inputs[edit.input_index]
+    values = constant_tensor(old).numpy().copy()
+    values.ravel()[edit.position] = edit.per_unit * units
+    name = f"{old.name}_units_{node.name}".replace("/", "_")
+    new = ir.Value(name=name, shape=ir.Shape(values.shape), type=ir.TensorType(old.dtype))
+    new.const_value = ir.Tensor(values, name=name)
+    if name in model.graph.initializers:
+        del model.graph.initializers[name]
+    model.graph.register_initializer(new)
+    node.replace_input_with(edit.input_index, new)
+
+
+def reinfer_shapes(model: ir.Model) -> None:
+    """Forget intermediate shapes and infer them again after tensors changed size."""
+    for node in model.graph:
+        for output in node.outputs:
+            if output not in model.graph.outputs:
+                output.shape = None
+    RemoveUnusedNodesPass()(model)
+    ShapeInferencePass()(model)
