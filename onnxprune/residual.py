@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
-__all__ = ["RemoveBlocksPass", "ResidualBlock", "block_scores", "find_residual_blocks"]
+__all__ = ["RemoveBlocksPass", "ResidualBlock", "find_residual_blocks"]
 
 
 @dataclass(frozen=True)
