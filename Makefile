@@ -5,11 +5,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 OUT := out
 
-# The edge pipeline: `make edge MODEL=path.onnx DATA=eval.npz` compresses and fails on a broken budget.
-MODEL ?= fixtures/digits_cnn.onnx
-DATA ?= fixtures/digits_cnn-eval.npz
+# The edge pipeline: `make edge MODEL=m.onnx DATA=eval.npz CALIBRATION=calib.npz` removes
+# channels/neurons with repair, quantizes to int8 and fails the build on a broken budget.
+MODEL ?= fixtures/adult_mlp.onnx
+DATA ?= fixtures/adult_mlp-eval.npz
+CALIBRATION ?= fixtures/adult_mlp-calibration.npz
 SPARSITY ?= 0.5
-MAX_DROP ?= 0.01
+MAX_DROP ?= 0.02
 
 .PHONY: install test demo fixtures lint edge clean
 
@@ -28,16 +30,18 @@ test: install
 
 demo: install
 	mkdir -p $(OUT)
-	$(BIN)/onnxprune compress fixtures/digits_cnn.onnx --target-sparsity 0.5 --scope global \
-		--data fixtures/digits_cnn-eval.npz -o $(OUT)/digits_cnn.pruned.onnx \
-		--report $(OUT)/digits_cnn.report.json
-	$(BIN)/onnxprune compress fixtures/adult_mlp.onnx --target-sparsity 0.5 \
-		--data fixtures/adult_mlp-eval.npz -o $(OUT)/adult_mlp.pruned.onnx \
-		--report $(OUT)/adult_mlp.report.json --max-accuracy-drop 0.02 --max-group-drop 0.03
+	$(BIN)/onnxprune compress fixtures/digits_cnn.onnx --method sparsegpt --target-sparsity 0.5 \
+		--calibration fixtures/digits_cnn-calibration.npz --data fixtures/digits_cnn-eval.npz \
+		-o $(OUT)/digits_cnn.sparse.onnx --max-accuracy-drop 0.02
+	$(BIN)/onnxprune compress fixtures/adult_mlp.onnx --structured --reconstruct \
+		--target-sparsity 0.5 --quantize int8 --calibration fixtures/adult_mlp-calibration.npz \
+		--data fixtures/adult_mlp-eval.npz -o $(OUT)/adult_mlp.edge.onnx \
+		--max-accuracy-drop 0.02 --max-group-drop 0.03
 
 edge: install
 	mkdir -p $(OUT)
-	$(BIN)/onnxprune compress $(MODEL) --target-sparsity $(SPARSITY) --data $(DATA) \
+	$(BIN)/onnxprune compress $(MODEL) --structured --reconstruct --target-sparsity $(SPARSITY) \
+		--calibration $(CALIBRATION) --quantize int8 --data $(DATA) \
 		-o $(OUT)/$(notdir $(basename $(MODEL))).edge.onnx \
 		--report $(OUT)/$(notdir $(basename $(MODEL))).edge.report.json \
 		--max-accuracy-drop $(MAX_DROP)

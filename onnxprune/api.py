@@ -30,7 +30,7 @@ from onnxprune.model_io import (
 from onnxprune.pruning import PruneOptions, PruneResult, prune_model
 from onnxprune.report import build_report
 from onnxprune.structured.pipeline import StructuredOptions, prune_structured
-from onnxprune.verify import Gates, VerifyOptions, evaluate_gates, prepare_dataset, verify_models
+from onnxprune.verify import Gates, VerifyOptions, prepare_dataset, verified_report
 
 __all__ = [
     "decisions_from_manifest",
@@ -170,11 +170,4 @@ def verify_files(
     gates = gates or Gates()
     dataset = prepare_dataset(baseline, options)
     gates.check_applicable(dataset)
-    verification = verify_models(baseline, candidate, options, dataset)
-    return build_report(
-        "verify",
-        baseline,
-        candidate,
-        verification=verification,
-        gates=evaluate_gates(gates, verification),
-    )
+    return verified_report("verify", baseline, candidate, options, dataset, gates)

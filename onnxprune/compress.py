@@ -32,7 +32,14 @@ from onnxprune.quantize import QuantizeOptions, quantize_model_file
 from onnxprune.report import build_report
 from onnxprune.sensitivity import quantization_sensitivity
 from onnxprune.structured.pipeline import StructuredOptions
-from onnxprune.verify import Gates, VerifyOptions, evaluate_gates, prepare_dataset, verify_models
+from onnxprune.verify import (
+    Gates,
+    VerifyOptions,
+    evaluate_gates,
+    prepare_dataset,
+    verified_report,
+    verify_models,
+)
 
 __all__ = ["cleanup_file", "compress_file", "quantize_file"]
 
@@ -234,13 +241,6 @@ def quantize_file(
         auto_exclude,
         (Path(model),),
     )
-    verification = verify_models(model, output, verify_options, dataset)
-    report = build_report(
-        "quantize",
-        model,
-        output,
-        verification=verification,
-        gates=evaluate_gates(gates, verification),
+    return verified_report(
+        "quantize", model, output, verify_options, dataset, gates, quantization=section
     )
-    report["quantization"] = section
-    return report

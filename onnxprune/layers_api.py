@@ -15,7 +15,7 @@ from onnxprune.model_io import (
     uses_external_data,
 )
 from onnxprune.report import build_report
-from onnxprune.verify import Gates, VerifyOptions, evaluate_gates, prepare_dataset, verify_models
+from onnxprune.verify import Gates, VerifyOptions, prepare_dataset, verified_report, verify_models
 
 __all__ = ["drop_layers", "grow"]
 
@@ -36,16 +36,9 @@ def drop_layers(
     dataset = prepare_dataset(model, verify_options)
     gates.check_applicable(dataset)
     section = drop_layers_file(model, output, options)
-    verification = verify_models(model, output, verify_options, dataset)
-    report = build_report(
-        "drop-layers",
-        model,
-        output,
-        verification=verification,
-        gates=evaluate_gates(gates, verification),
+    return verified_report(
+        "drop-layers", model, output, verify_options, dataset, gates, drop_layers=section
     )
-    report["drop_layers"] = section
-    return report
 
 
 def grow(

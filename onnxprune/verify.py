@@ -18,10 +18,11 @@ from onnxprune.errors import InputError
 from onnxprune.latency import measure_latency
 from onnxprune.metrics import accuracy, agreement_metrics, group_metrics, predictions
 from onnxprune.model_io import load_model, model_files
+from onnxprune.report import build_report
 from onnxprune.runtime import create_session, fixed_batch, run_dataset
 from onnxprune.sizes import model_size
 
-__all__ = ["Gates", "VerifyOptions", "evaluate_gates", "verify_models"]
+__all__ = ["Gates", "VerifyOptions", "evaluate_gates", "verified_report", "verify_models"]
 
 
 @dataclass(frozen=True)
@@ -164,3 +165,20 @@ def evaluate_gates(gates: Gates, verification: dict) -> list[dict]:
     add("min_agreement", gates.min_agreement, quality["top1_agreement"], True)
     add("min_cosine", gates.min_cosine, quality["cosine_mean"], True)
     return results
+
+
+def verified_report(
+    command: str,
+    model: str | os.PathLike,
+    output: str | os.PathLike,
+    verify_options: VerifyOptions,
+    dataset: Dataset,
+    gates: Gates,
+    **sections: dict,
+) -> dict:
+    """Verify ``output`` against ``model`` and build the command's report with its gates."""
+    verification = verify_models(model, output, verify_options, dataset)
+    gate_results = evaluate_gates(gates, verification)
+    report = build_report(command, model, output, verification=verification, gates=gate_results)
+    report.update(sections)
+    return report
