@@ -26,6 +26,7 @@ FIXTURE_MODELS = {
         FIXTURES / "digits_transformer-eval.npz",
     ),
     "adult_mlp": (FIXTURES / "adult_mlp.onnx", FIXTURES / "adult_mlp-eval.npz"),
+    "digits_mobile": (FIXTURES / "digits_mobile.onnx", FIXTURES / "digits_mobile-eval.npz"),
 }
 
 

@@ -60,6 +60,14 @@ def producer_weight(node: ir.Node) -> tuple[ir.Value, int] | None:
     return (weight, 1) if len(weight.shape) == 2 else None
 
 
+def _depthwise(node: ir.Node) -> bool:
+    """A Conv whose output channel c reads only input channel c."""
+    weight = node.inputs[1] if len(node.inputs) > 1 else None
+    if weight is None or weight.shape is None or len(weight.shape) < 3:
+        return False
+    return weight.shape[1] == 1 and _int_attr(node, "group", 1) == weight.shape[0]
+
+
 def _output_axis(node: ir.Node) -> int:
     if lookup(node).channels == "conv" or node.op_type == "Gemm":
         return 1
@@ -231,7 +239,7 @@ class _Tracer:
             return [produced[0].name]
         knowledge = lookup(node)
         rule = knowledge.channels if knowledge else None
-        if rule in ("unary", "batchnorm", "pool"):
+        if rule in ("unary", "batchnorm", "pool") or (rule == "conv" and _depthwise(node)):
             return self.backward(node.inputs[0], axis)
         if rule == "elementwise":
             found = []
