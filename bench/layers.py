@@ -71,6 +71,7 @@ def drop_rows() -> list[dict]:
 
 def fixture_rows() -> list[dict]:
     rows = []
+    (WORK / "layers").mkdir(parents=True, exist_ok=True)
     cases = [
         ("digits_cnn", "/stem/stem.1/stem.1.2/Relu", "block.0.0.weight"),
         ("adult_mlp", "/net/net.1/Relu", "net.0.weight"),

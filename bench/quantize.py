@@ -81,6 +81,8 @@ def minilm_rows() -> list[dict]:
                 "-o",
                 str(out),
                 *args[1:],
+                "--data",
+                str(WORK / "heldout.npz"),
                 "--latency-runs",
                 "0",
                 "--report",

@@ -171,6 +171,8 @@ def compress_file(
     gates.check_applicable(dataset)
     _warn_if_same(prune_options.calibration, verify_options.data)
     output = Path(output)
+    if not output.parent.is_dir():
+        raise InputError(f"{output}: output folder {output.parent} does not exist")
     protected = tuple(model_files(model))
     check_distinct_output(output, protected, uses_external_data(load_model(model)))
     stages, sections = [], {}

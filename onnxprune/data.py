@@ -18,7 +18,14 @@ import onnx_ir as ir
 
 from onnxprune.errors import InputError
 
-__all__ = ["Dataset", "InputSpec", "input_specs", "load_dataset", "synthetic_dataset"]
+__all__ = [
+    "Dataset",
+    "InputSpec",
+    "index_bounds",
+    "input_specs",
+    "load_dataset",
+    "synthetic_dataset",
+]
 
 LABEL = "label"
 GROUP_PREFIX = "group."
@@ -152,7 +159,23 @@ def load_dataset(path: str | os.PathLike, specs: list[InputSpec]) -> Dataset:
     return Dataset(inputs, labels, groups, source=str(path))
 
 
-def _synthetic_array(spec: InputSpec, samples: int, rng: np.random.Generator) -> np.ndarray:
+def index_bounds(model: ir.Model) -> dict[str, int]:
+    """For integer inputs used directly as Gather indices: the size of the gathered axis."""
+    bounds: dict[str, int] = {}
+    for value in model.graph.inputs:
+        for use in value.uses():
+            node = use.node
+            table = node.inputs[0] if node.op_type == "Gather" and use.idx == 1 else None
+            if table is not None and table.shape is not None:
+                size = table.shape[node.attributes.get_int("axis", 0)]
+                if isinstance(size, int):
+                    bounds[value.name] = min(size, bounds.get(value.name, size))
+    return bounds
+
+
+def _synthetic_array(
+    spec: InputSpec, samples: int, rng: np.random.Generator, bound: int | None
+) -> np.ndarray:
     shape = [samples] + [d if isinstance(d, int) else 16 for d in spec.dims[1:]]
     if isinstance(spec.dims[0], int):
         shape[0] = samples * spec.dims[0]
@@ -162,15 +185,22 @@ def _synthetic_array(spec: InputSpec, samples: int, rng: np.random.Generator) ->
         return np.ones(shape, dtype=spec.dtype)
     if "mask" in spec.name.lower():
         return np.ones(shape, dtype=spec.dtype)
-    return rng.integers(0, 100, size=shape).astype(spec.dtype)
+    return rng.integers(0, min(100, bound or 100), size=shape).astype(spec.dtype)
 
 
-def synthetic_dataset(specs: list[InputSpec], samples: int = 32, seed: int = 0) -> Dataset:
+def synthetic_dataset(
+    specs: list[InputSpec],
+    samples: int = 32,
+    seed: int = 0,
+    bounds: dict[str, int] | None = None,
+) -> Dataset:
     """Inputs drawn from the model's input spec, for agreement checks without data.
 
-    Floats are standard normal; integers uniform in [0, 100) (token ids of any real vocabulary);
+    Floats are standard normal; integers uniform in [0, 100), or in [0, n) when the input
+    indexes a table of n rows (``bounds``, see ``index_bounds``: token type ids index 2);
     inputs named like a mask are all ones; dynamic non-batch dims are 16.
     """
     rng = np.random.default_rng(seed)
-    inputs = {spec.name: _synthetic_array(spec, samples, rng) for spec in specs}
+    bounds = bounds or {}
+    inputs = {s.name: _synthetic_array(s, samples, rng, bounds.get(s.name)) for s in specs}
     return Dataset(inputs, source=f"synthetic ({samples} samples, seed {seed})", synthetic=True)

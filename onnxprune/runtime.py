@@ -23,7 +23,7 @@ def create_session(path: str | os.PathLike, threads: int = 0) -> ort.InferenceSe
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # failures are reported by onnxprune, in one line
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own exception types

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from onnxprune.data import Dataset, input_specs, load_dataset, synthetic_dataset
+from onnxprune.data import Dataset, index_bounds, input_specs, load_dataset, synthetic_dataset
 from onnxprune.errors import InputError
 from onnxprune.latency import measure_latency
 from onnxprune.metrics import accuracy, agreement_metrics, group_metrics, predictions
@@ -70,9 +70,10 @@ def _signature(session) -> tuple:
 
 def prepare_dataset(model_path: str | os.PathLike, options: VerifyOptions) -> Dataset:
     """Load the verification data for the model at ``model_path`` (or make synthetic inputs)."""
-    specs = input_specs(load_model(model_path))
+    model = load_model(model_path)
+    specs = input_specs(model)
     if options.data is None:
-        return synthetic_dataset(specs, options.synthetic_samples)
+        return synthetic_dataset(specs, options.synthetic_samples, bounds=index_bounds(model))
     return load_dataset(options.data, specs)
 
 

@@ -132,6 +132,9 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[list, str]]:
             "unknown method",
         ),
         "unknown_option": (["prune", CNN, "--sparsity", "0.5"], "No such option"),
+        "missing_output_folder": (
+            ["compress", CNN, "-o", tmp / "absent" / "o.onnx"], "does not exist"
+        ),
     }
 
 
@@ -144,6 +147,7 @@ BAD_CASES = [
     "output_is_input",
     "unknown_method",
     "unknown_option",
+    "missing_output_folder",
 ]
 
 

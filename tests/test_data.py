@@ -100,3 +100,20 @@ def test_synthetic_inputs_follow_the_spec() -> None:
     assert dataset.inputs["pixels"].shape == (5, 3, 4)
     again = synthetic_dataset(specs, samples=5, seed=1)
     assert all(np.array_equal(again.inputs[k], v) for k, v in dataset.inputs.items())
+
+
+def test_synthetic_indices_stay_inside_their_table() -> None:
+    import onnx_ir as ir
+    from conftest import parse_model
+
+    from onnxprune.data import index_bounds
+
+    model = ir.serde.deserialize_model(parse_model(
+        '<ir_version: 8, opset_import: ["" : 17]>\n'
+        "agraph (int64[N, S] token_type_ids) => (float[N, S, 2] y) "
+        "<float[2, 2] table = {1., 2., 3., 4.}> { y = Gather (table, token_type_ids) }"
+    ))
+    specs = input_specs(model)
+    data = synthetic_dataset(specs, samples=64, bounds=index_bounds(model))
+    assert index_bounds(model) == {"token_type_ids": 2}
+    assert set(np.unique(data.inputs["token_type_ids"])) <= {0, 1}
