@@ -51,7 +51,7 @@ def _matmul_weight_bytes(path: Path) -> int:
     names = {
         name
         for node in model.graph.node
-        if node.op_type in ("MatMul", "MatMulNBits")
+        if node.op_type in ("MatMul", "MatMulNBits", "MatMulInteger")
         for name in node.input[1:]
         if name in sizes
     }
