@@ -270,7 +270,11 @@ def drop_layers(
 @main.command()
 @MODEL
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
-@click.option("--deeper", default=None, help="Insert an identity layer after this node.")
+@click.option(
+    "--deeper",
+    default=None,
+    help="Insert an identity layer after this node (node or output tensor name).",
+)
 @click.option("--wider", default=None, help="Widen this layer (weight or node name).")
 @click.option(
     "--factor",

@@ -36,7 +36,8 @@ def _constant(model: ir.Model, name: str, array: np.ndarray) -> ir.Value:
 
 
 class DeepenPass(ir.passes.InPlacePass):
-    """Insert an identity layer after node ``after`` (see the module docstring)."""
+    """Insert an identity layer after node ``after`` (a node name or the name of the node's
+    first output tensor; see the module docstring)."""
 
     def __init__(self, after: str) -> None:
         super().__init__()
@@ -46,9 +47,9 @@ class DeepenPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         NameFixPass()(model)
         ShapeInferencePass()(model)
-        node = next((n for n in model.graph if n.name == self.after), None)
+        node = next((n for n in model.graph if self.after in (n.name, n.outputs[0].name)), None)
         if node is None:
-            raise InputError(f"no node named '{self.after}' (see 'onnxprune inspect --json')")
+            raise InputError(f"no node or tensor named '{self.after}' in the graph")
         value = node.outputs[0]
         if value in model.graph.outputs:
             raise InputError(f"'{self.after}' produces a graph output; grow after an inner node")

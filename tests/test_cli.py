@@ -133,7 +133,8 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[list, str]]:
         ),
         "unknown_option": (["prune", CNN, "--sparsity", "0.5"], "No such option"),
         "missing_output_folder": (
-            ["compress", CNN, "-o", tmp / "absent" / "o.onnx"], "does not exist"
+            ["compress", CNN, "-o", tmp / "absent" / "o.onnx"],
+            "does not exist",
         ),
     }
 

@@ -108,11 +108,13 @@ def test_synthetic_indices_stay_inside_their_table() -> None:
 
     from onnxprune.data import index_bounds
 
-    model = ir.serde.deserialize_model(parse_model(
-        '<ir_version: 8, opset_import: ["" : 17]>\n'
-        "agraph (int64[N, S] token_type_ids) => (float[N, S, 2] y) "
-        "<float[2, 2] table = {1., 2., 3., 4.}> { y = Gather (table, token_type_ids) }"
-    ))
+    model = ir.serde.deserialize_model(
+        parse_model(
+            '<ir_version: 8, opset_import: ["" : 17]>\n'
+            "agraph (int64[N, S] token_type_ids) => (float[N, S, 2] y) "
+            "<float[2, 2] table = {1., 2., 3., 4.}> { y = Gather (table, token_type_ids) }"
+        )
+    )
     specs = input_specs(model)
     data = synthetic_dataset(specs, samples=64, bounds=index_bounds(model))
     assert index_bounds(model) == {"token_type_ids": 2}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
@@ -168,9 +169,70 @@ def test_grow_preserves_the_function(name: str, kwargs: dict, tmp_path: Path) ->
 
 
 def test_grow_refuses_unknown_targets(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="no node named"):
+    with pytest.raises(InputError, match="no node or tensor named"):
         onnxprune.grow(FIXTURE_MODELS["digits_cnn"][0], tmp_path / "g.onnx", FAST, deeper="nope")
     with pytest.raises(InputError, match="channels reach the graph output"):
         onnxprune.grow(
             FIXTURE_MODELS["digits_cnn"][0], tmp_path / "g.onnx", FAST, wider="head.weight"
         )
+
+
+SMALL_RESIDUAL = """<ir_version: 8, opset_import: ["" : 17]>
+agraph (float[N, 4] x) => (float[N, 4] y)
+<float[4, 4] w1 = {W1}, float[4, 4] w2 = {W2}> {
+    h = MatMul (x, w1)
+    r = Relu (h)
+    f = MatMul (r, w2)
+    s = Add (x, f)
+    t = MatMul (s, w1)
+    y = Add (t, x)
+}"""
+W1 = np.linspace(-1, 1, 16, dtype=np.float32).reshape(4, 4)
+W2 = np.linspace(1, -0.5, 16, dtype=np.float32).reshape(4, 4)
+
+
+def _small_residual() -> ir.Model:
+    text = SMALL_RESIDUAL.replace("W1", ",".join(map(str, W1.ravel())))
+    text = text.replace("W2", ",".join(map(str, W2.ravel())))
+    return ir.serde.deserialize_model(onnx.parser.parse_model(text))
+
+
+def _run(path, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[
+        0
+    ]
+
+
+def test_residual_blocks_on_a_small_graph_and_their_removal(tmp_path: Path) -> None:
+    """x + MatMul(Relu(MatMul(x))) is a block; dropping it leaves y = x @ w1 + x."""
+    from onnx_ir.passes.common import NameFixPass, ShapeInferencePass
+
+    from onnxprune.model_io import save_model
+    from onnxprune.residual import RemoveBlocksPass
+
+    model = _small_residual()
+    NameFixPass()(model)
+    ShapeInferencePass()(model)
+    blocks = find_residual_blocks(model)
+    ops = {n.name: n.op_type for n in model.graph}
+    assert sorted(ops[name] for name in blocks[0].nodes) == ["MatMul", "MatMul", "Relu"]
+    RemoveBlocksPass([blocks[0]])(model)
+    save_model(model, tmp_path / "dropped.onnx")
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    np.testing.assert_allclose(_run(tmp_path / "dropped.onnx", x), x @ W1 + x, rtol=1e-5, atol=1e-5)
+
+
+def test_deepen_a_small_graph_is_exact(tmp_path: Path) -> None:
+    from onnxprune.grow import DeepenPass
+    from onnxprune.model_io import save_model
+
+    model = _small_residual()
+    save_model(model.clone(), tmp_path / "original.onnx")
+    DeepenPass("r")(model)  # the Relu's output tensor: parsed nodes have no names
+    save_model(model, tmp_path / "deeper.onnx")
+    x = np.random.default_rng(1).standard_normal((5, 4)).astype(np.float32)
+    expected = _run(tmp_path / "original.onnx", x)
+    np.testing.assert_allclose(_run(tmp_path / "deeper.onnx", x), expected, rtol=1e-6, atol=1e-6)
+    assert [n.op_type for n in model.graph].count("Relu") == 2
