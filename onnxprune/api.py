@@ -118,7 +118,7 @@ def prune_file(
     working = load_model(model)
     calibration = _calibration_data(working, options)
     external = uses_external_data(working)
-    protected = model_files(model)
+    protected = model_files(model, working)
     check_distinct_output(output, protected, external)
     calibration_options = calibration_options or CalibrationOptions()
     if isinstance(options, StructuredOptions):

@@ -50,9 +50,10 @@ def cleanup_file(model: str | os.PathLike, output: str | os.PathLike) -> dict:
     """Run ``CleanupPass`` on ``model`` into ``output``; return the nodes removed per op."""
     working = load_model(model)
     external = uses_external_data(working)
+    protected = model_files(model, working)  # before the clean-up replaces tensors
     cleanup = CleanupPass()
     cleanup(working)
-    save_model(working, output, protected=model_files(model), external_data=external)
+    save_model(working, output, protected=protected, external_data=external)
     return {"nodes_removed": cleanup.counts, "total_removed": sum(cleanup.counts.values())}
 
 
@@ -173,8 +174,9 @@ def compress_file(
     output = Path(output)
     if not output.parent.is_dir():
         raise InputError(f"{output}: output folder {output.parent} does not exist")
-    protected = tuple(model_files(model))
-    check_distinct_output(output, protected, uses_external_data(load_model(model)))
+    source = load_model(model)
+    protected = tuple(model_files(model, source))
+    check_distinct_output(output, protected, uses_external_data(source))
     stages, sections = [], {}
     with tempfile.TemporaryDirectory(prefix=f".{output.name}.stages-", dir=output.parent) as work:
         current = Path(model)

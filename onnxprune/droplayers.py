@@ -105,7 +105,7 @@ def drop_layers_file(
     options.validate()
     working = load_model(model)
     external = uses_external_data(working)
-    protected = model_files(model)
+    protected = model_files(model, working)
     check_distinct_output(output, protected, external)
     data = load_dataset(options.calibration, input_specs(working))
     NameFixPass()(working)

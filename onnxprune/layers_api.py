@@ -55,7 +55,7 @@ def grow(
         raise InputError("give exactly one of --deeper NODE and --wider LAYER")
     working = load_model(model)
     external = uses_external_data(working)
-    protected = model_files(model)
+    protected = model_files(model, working)
     check_distinct_output(output, protected, external)
     dataset = prepare_dataset(model, verify_options)
     if deeper is not None:

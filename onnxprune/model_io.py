@@ -101,10 +101,13 @@ def _check_external_data(model: ir.Model, path: Path) -> None:
             )
 
 
-def model_files(path: str | os.PathLike) -> list[Path]:
-    """The model file followed by the external data files it references."""
+def model_files(path: str | os.PathLike, model: ir.Model | None = None) -> list[Path]:
+    """The model file followed by the external data files it references.
+
+    Pass ``model`` when it is already loaded from ``path`` to avoid loading it again.
+    """
     path = Path(path)
-    return [path, *external_data_files(load_model(path))]
+    return [path, *external_data_files(model if model is not None else load_model(path))]
 
 
 def _needs_external_data(model: ir.Model) -> bool:
