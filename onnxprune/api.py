@@ -30,7 +30,7 @@ from onnxprune.model_io import (
 from onnxprune.pruning import PruneOptions, PruneResult, prune_model
 from onnxprune.report import build_report
 from onnxprune.structured.pipeline import StructuredOptions, prune_structured
-from onnxprune.verify import Gates, VerifyOptions, prepare_dataset, verified_report
+from onnxprune.verify import Gates, VerifyOptions, prepare_verification, verified_report
 
 __all__ = [
     "decisions_from_manifest",
@@ -167,7 +167,5 @@ def verify_files(
     gates: Gates | None = None,
 ) -> dict:
     """Verify ``candidate`` against ``baseline``; return the report (``passed`` per gates)."""
-    gates = gates or Gates()
-    dataset = prepare_dataset(baseline, options)
-    gates.check_applicable(dataset)
+    gates, dataset = prepare_verification(baseline, options, gates)
     return verified_report("verify", baseline, candidate, options, dataset, gates)

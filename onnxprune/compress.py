@@ -36,7 +36,7 @@ from onnxprune.verify import (
     Gates,
     VerifyOptions,
     evaluate_gates,
-    prepare_dataset,
+    prepare_verification,
     verified_report,
     verify_models,
 )
@@ -160,16 +160,14 @@ def compress_file(
     auto_exclude: bool = False,
 ) -> dict:
     """Clean up, prune and optionally quantize ``model`` into ``output``; verify every stage."""
-    gates = gates or Gates()
-    _check_auto_exclude(auto_exclude, quantize, gates)
     if isinstance(prune_options, PruneOptions):
         prune_options.validate()
     else:
         prune_options.validate(prune_options.calibration is not None)
     if quantize is not None:
         quantize.validate()
-    dataset = prepare_dataset(model, verify_options)
-    gates.check_applicable(dataset)
+    gates, dataset = prepare_verification(model, verify_options, gates)
+    _check_auto_exclude(auto_exclude, quantize, gates)
     _warn_if_same(prune_options.calibration, verify_options.data)
     output = Path(output)
     if not output.parent.is_dir():
@@ -228,11 +226,9 @@ def quantize_file(
     auto_exclude: bool = False,
 ) -> dict:
     """Quantize ``model`` into ``output`` and verify the result; return the report."""
-    gates = gates or Gates()
     options.validate()
+    gates, dataset = prepare_verification(model, verify_options, gates)
     _check_auto_exclude(auto_exclude, options, gates)
-    dataset = prepare_dataset(model, verify_options)
-    gates.check_applicable(dataset)
     _warn_if_same(options.calibration, verify_options.data)
     section = _quantize_within_budget(
         model,

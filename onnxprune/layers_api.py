@@ -15,7 +15,14 @@ from onnxprune.model_io import (
     uses_external_data,
 )
 from onnxprune.report import build_report
-from onnxprune.verify import Gates, VerifyOptions, prepare_dataset, verified_report, verify_models
+from onnxprune.verify import (
+    Gates,
+    VerifyOptions,
+    prepare_dataset,
+    prepare_verification,
+    verified_report,
+    verify_models,
+)
 
 __all__ = ["drop_layers", "grow"]
 
@@ -31,10 +38,8 @@ def drop_layers(
     gates: Gates | None = None,
 ) -> dict:
     """Remove the least influential residual blocks, verify, return the report."""
-    gates = gates or Gates()
     options.validate()
-    dataset = prepare_dataset(model, verify_options)
-    gates.check_applicable(dataset)
+    gates, dataset = prepare_verification(model, verify_options, gates)
     section = drop_layers_file(model, output, options)
     return verified_report(
         "drop-layers", model, output, verify_options, dataset, gates, drop_layers=section

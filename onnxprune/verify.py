@@ -22,7 +22,14 @@ from onnxprune.report import build_report
 from onnxprune.runtime import create_session, fixed_batch, run_dataset
 from onnxprune.sizes import model_size
 
-__all__ = ["Gates", "VerifyOptions", "evaluate_gates", "verified_report", "verify_models"]
+__all__ = [
+    "Gates",
+    "VerifyOptions",
+    "evaluate_gates",
+    "prepare_verification",
+    "verified_report",
+    "verify_models",
+]
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,17 @@ def _signature(session) -> tuple:
         ]
 
     return describe(session.get_inputs()), describe(session.get_outputs())
+
+
+def prepare_verification(
+    model_path: str | os.PathLike, options: VerifyOptions, gates: Gates | None
+) -> tuple[Gates, Dataset]:
+    """The gates (all off when None) and the verification data, checked against each other
+    before anything is written."""
+    gates = gates or Gates()
+    dataset = prepare_dataset(model_path, options)
+    gates.check_applicable(dataset)
+    return gates, dataset
 
 
 def prepare_dataset(model_path: str | os.PathLike, options: VerifyOptions) -> Dataset:
