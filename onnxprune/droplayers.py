@@ -70,10 +70,10 @@ def _scores(model: ir.Model, blocks: list[ResidualBlock], data: Dataset, batch: 
         for start in range(0, data.samples, batch):
             feed = data.slice(start, start + batch)
             values = {**feed, **dict(zip(fetch, session.run(fetch, feed), strict=True))}
+            keep = feed.get(mask) if mask else None
             for block in blocks:
                 x, y = values[block.skip], values[adds[block.add]]
                 x, y = x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])
-                keep = feed.get(mask) if mask else None
                 if keep is not None and keep.size == len(x):
                     rows = keep.reshape(-1).astype(bool)
                     x, y = x[rows], y[rows]
