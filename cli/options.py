@@ -11,11 +11,13 @@ import click
 from onnxprune.allocation import ALLOCATIONS
 from onnxprune.calibration import CalibrationOptions
 from onnxprune.errors import InputError
+from onnxprune.normalize import parse_input_shape
 from onnxprune.pruning import PruneOptions, parse_pattern
 from onnxprune.quantize import QuantizeOptions
 from onnxprune.scoring import METHODS
 from onnxprune.structured.importance import IMPORTANCE
 from onnxprune.structured.pipeline import TARGETS, StructuredOptions
+from onnxprune.tasks import TASKS
 from onnxprune.verify import Gates, VerifyOptions
 
 __all__ = [
@@ -23,6 +25,8 @@ __all__ = [
     "debug_option",
     "gate_options",
     "gates_from",
+    "input_shape_option",
+    "input_shapes_from",
     "json_option",
     "prune_options",
     "prune_options_from",
@@ -168,6 +172,25 @@ prune_options = _stack(
     ),
 )
 
+input_shape_option = click.option(
+    "--input-shape",
+    "input_shapes",
+    multiple=True,
+    help="NAME:d0,d1,... sets an input's dims for made-up inputs, shape inference and MACs "
+    "(repeatable; NAME: alone for a 0-d input).",
+)
+
+
+def input_shapes_from(params: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    for text in params.get("input_shapes") or ():
+        name, dims = parse_input_shape(text)
+        if name in shapes:
+            raise InputError(f"--input-shape {name} is given twice")
+        shapes[name] = dims
+    return shapes
+
+
 verify_options = _stack(
     click.option(
         "--data",
@@ -176,6 +199,14 @@ verify_options = _stack(
         help="Evaluation .npz (see README). Without it: synthetic inputs, agreement only.",
     ),
     click.option("--score-output", default=None, help="Model output to score (default: first)."),
+    click.option(
+        "--task",
+        type=click.Choice(TASKS),
+        default=None,
+        help="What the scored output is (default: inferred and reported; top-1 agreement and "
+        "accuracy only for classification).",
+    ),
+    input_shape_option,
     click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True),
     click.option(
         "--threads",
@@ -337,6 +368,8 @@ def verify_options_from(params: dict[str, Any]) -> VerifyOptions:
         latency_runs=params["latency_runs"],
         latency_warmup=params["warmup"],
         latency_batch=params["latency_batch"],
+        task=params["task"],
+        input_shapes=input_shapes_from(params) or None,
     )
 
 

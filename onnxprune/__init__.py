@@ -10,7 +10,7 @@ from onnxprune.api import (
 )
 from onnxprune.compress import cleanup_file, compress_file, quantize_file
 from onnxprune.droplayers import DropOptions
-from onnxprune.errors import InputError, OnnxpruneError
+from onnxprune.errors import InputError, NothingToPrune, OnnxpruneError
 from onnxprune.inspection import inspect_model
 from onnxprune.layers_api import drop_layers, grow
 from onnxprune.pruning import PruneOptions, PruneResult
@@ -22,6 +22,7 @@ __all__ = [
     "DropOptions",
     "Gates",
     "InputError",
+    "NothingToPrune",
     "OnnxpruneError",
     "PruneOptions",
     "PruneResult",

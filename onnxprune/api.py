@@ -22,11 +22,11 @@ from onnxprune.errors import InputError
 from onnxprune.macs import count_macs
 from onnxprune.model_io import (
     check_distinct_output,
-    load_model,
     model_files,
     save_model,
     uses_external_data,
 )
+from onnxprune.normalize import load_normalized
 from onnxprune.pruning import PruneOptions, PruneResult, prune_model
 from onnxprune.report import build_report
 from onnxprune.structured.pipeline import StructuredOptions, prune_structured
@@ -115,7 +115,7 @@ def prune_file(
         options.validate()
     else:
         options.validate(options.calibration is not None)
-    working = load_model(model)
+    working = load_normalized(model)
     calibration = _calibration_data(working, options)
     external = uses_external_data(working)
     protected = model_files(model, working)

@@ -125,6 +125,10 @@ def layer_views(
         activation = node.inputs[0]
         if isinstance(view, str):
             refused[weight.name] = view
+        elif node.graph is not model.graph:
+            refused[weight.name] = (
+                "used inside a subgraph (If/Loop/Scan branch): its inputs cannot be captured"
+            )
         elif activation is None or activation.name is None:
             refused[weight.name] = "layer has no activation input"
         else:

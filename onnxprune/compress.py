@@ -27,6 +27,7 @@ from onnxprune.model_io import (
     save_model,
     uses_external_data,
 )
+from onnxprune.normalize import load_normalized
 from onnxprune.pruning import PruneOptions
 from onnxprune.quantize import QuantizeOptions, quantize_model_file
 from onnxprune.report import build_report
@@ -48,7 +49,7 @@ logger = logging.getLogger(__name__)
 
 def cleanup_file(model: str | os.PathLike, output: str | os.PathLike) -> dict:
     """Run ``CleanupPass`` on ``model`` into ``output``; return the nodes removed per op."""
-    working = load_model(model)
+    working = load_normalized(model)
     external = uses_external_data(working)
     protected = model_files(model, working)  # before the clean-up replaces tensors
     cleanup = CleanupPass()
@@ -64,7 +65,7 @@ def _stage(name: str, verification: dict) -> dict:
         "bytes": verification["size"]["candidate"]["bytes"],
         "compressed_bytes": verification["size"]["candidate"]["compressed_bytes"],
         "accuracy": quality.get("accuracy_after"),
-        "top1_agreement": quality["top1_agreement"],
+        "top1_agreement": quality.get("top1_agreement"),
         "cosine_mean": quality["cosine_mean"],
         "max_abs_diff": quality["max_abs_diff"],
         "speedup": latency.get("speedup"),
@@ -86,7 +87,7 @@ def _check_auto_exclude(auto_exclude: bool, quantize: QuantizeOptions | None, ga
         raise InputError("--auto-exclude goes with quantization")
     if quantize.calibration is None:
         raise InputError("--auto-exclude ranks layers on calibration data: give --calibration")
-    if all(value is None for value in vars(gates).values()):
+    if not gates.active:
         raise InputError("--auto-exclude needs a budget (--max-accuracy-drop, --min-cosine, ...)")
 
 
@@ -158,15 +159,19 @@ def compress_file(
     quantize: QuantizeOptions | None = None,
     cleanup: bool = True,
     auto_exclude: bool = False,
+    default_budget: bool = True,
 ) -> dict:
-    """Clean up, prune and optionally quantize ``model`` into ``output``; verify every stage."""
+    """Clean up, prune and optionally quantize ``model`` into ``output``; verify every stage.
+
+    Without any gate and with ``default_budget``, the budget is ``verify.default_gates``
+    (agreement or cosine >= 0.95 on the scored output), so a broken model never passes."""
     if isinstance(prune_options, PruneOptions):
         prune_options.validate()
     else:
         prune_options.validate(prune_options.calibration is not None)
     if quantize is not None:
         quantize.validate()
-    gates, dataset = prepare_verification(model, verify_options, gates)
+    gates, dataset = prepare_verification(model, verify_options, gates, default_budget)
     _check_auto_exclude(auto_exclude, quantize, gates)
     _warn_if_same(prune_options.calibration, verify_options.data)
     output = Path(output)

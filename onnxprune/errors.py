@@ -6,7 +6,9 @@ Anything else escaping the library is a bug and is reported as an internal error
 
 from __future__ import annotations
 
-__all__ = ["InputError", "OnnxpruneError"]
+import re
+
+__all__ = ["InputError", "NothingToPrune", "OnnxpruneError", "compiled_regex"]
 
 
 class OnnxpruneError(Exception):
@@ -15,3 +17,23 @@ class OnnxpruneError(Exception):
 
 class InputError(OnnxpruneError):
     """A model, data file or option that onnxprune cannot use; the message says which and why."""
+
+
+class NothingToPrune(InputError):
+    """Pruning found nothing it may change. ``reasons`` (grouped, one line each) say why;
+    ``pruning`` is the report section that lists every weight or group left alone."""
+
+    def __init__(self, message: str, reasons: list[str], pruning: dict) -> None:
+        super().__init__(message)
+        self.reasons = reasons
+        self.pruning = pruning
+
+
+def compiled_regex(option: str, pattern: str | None):
+    """``re.compile(pattern)``, or an ``InputError`` naming the option; None stays None."""
+    if pattern is None:
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error as error:
+        raise InputError(f"{option} '{pattern}' is not a valid regex: {error}") from error

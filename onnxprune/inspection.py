@@ -14,6 +14,7 @@ import onnx_ir as ir
 
 from onnxprune.macs import count_macs
 from onnxprune.model_io import load_model, uses_external_data
+from onnxprune.normalize import InputShapes, NormalizeModelPass
 from onnxprune.weights import find_weights
 
 __all__ = ["inspect_model", "render_inspection"]
@@ -65,12 +66,20 @@ def _initializer_rows(model: ir.Model) -> list[dict]:
     return rows
 
 
-def inspect_model(path: str | os.PathLike, dims: dict[str, int] | None = None) -> dict:
-    """A JSON-ready description of the model at ``path``.
+def inspect_model(
+    path: str | os.PathLike,
+    dims: dict[str, int] | None = None,
+    input_shapes: InputShapes | None = None,
+) -> dict:
+    """A JSON-ready description of the model at ``path``, as every command sees it (normalised:
+    ``onnxprune.normalize``).
 
     ``dims`` sets symbolic dimensions (by name) for the MAC count; unset ones count as 1.
+    ``input_shapes`` overrides input shapes (name -> dims) for shape inference and MACs.
     """
+    normalize = NormalizeModelPass(input_shapes)
     model = load_model(path)
+    normalize(model)
     rows = _initializer_rows(model)
     prunable = [r for r in rows if r["prunable"]]
     prunable_elements = sum(r["elements"] for r in prunable)
@@ -85,6 +94,11 @@ def inspect_model(path: str | os.PathLike, dims: dict[str, int] | None = None) -
             [v for v in model.graph.inputs if v.name not in model.graph.initializers]
         ),
         "outputs": _signature(list(model.graph.outputs)),
+        "normalized": {
+            "constants_lifted": normalize.lifted,
+            "subgraph_weights_moved": normalize.moved,
+            "input_shapes": {k: list(v) for k, v in sorted((input_shapes or {}).items())},
+        },
         "nodes": sum(1 for _ in ir.traversal.RecursiveGraphIterator(model.graph)),
         "op_histogram": _op_histogram(model.graph),
         "parameters": {

@@ -1,8 +1,13 @@
-"""Count multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul nodes.
+"""Count multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul nodes, in every graph.
 
-Shapes come from ONNX shape inference. Symbolic dimensions take the value given in ``dims``
-(by name) or 1, so by default the count is per sample (and per token for sequence models).
-Nodes whose shapes cannot be resolved are listed with ``macs: null``.
+Shapes come from ONNX shape inference with data propagation on a copy of the model whose input
+dims named in ``dims`` are set to those values first, so they flow through Shape/Gather/Concat
+chains the way the runtime sees them. A name in ``dims`` that is no input dim is refused. Dims
+still symbolic after inference (or written as ``-1``) count as 1, and the layer says so
+(``symbolic_dims_as_1``), so by default the count is per sample (and per token for sequence
+models). Nodes inside ``If``/``Loop``/``Scan`` bodies are counted with their graph named; the
+total adds every branch of an ``If`` (an upper bound: only one runs). Nodes whose shapes
+cannot be resolved are listed with ``macs: null``.
 """
 
 from __future__ import annotations
@@ -10,52 +15,76 @@ from __future__ import annotations
 import math
 
 import onnx_ir as ir
-from onnx_ir.passes.common import ShapeInferencePass
+
+from onnxprune.errors import InputError
+from onnxprune.normalize import NormalizeModelPass, symbolic_dim_names
 
 __all__ = ["count_macs"]
 
+_COUNTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
-def _dims(value: ir.Value | None, dims: dict[str, int]) -> list[int] | None:
+
+def _dims(value: ir.Value | None) -> tuple[list[int], bool] | None:
+    """Concrete dims (symbols as 1) and whether any symbol was taken as 1."""
     if value is None or value.shape is None:
         return None
-    resolved = []
+    resolved, symbolic = [], False
     for dim in value.shape:
-        if isinstance(dim, int):
+        if isinstance(dim, int) and dim >= 0:
             resolved.append(dim)
-        elif dim.value in dims:
-            resolved.append(dims[dim.value])
         else:
             resolved.append(1)
-    return resolved
+            symbolic = True
+    return resolved, symbolic
 
 
-def _node_macs(node: ir.Node, dims: dict[str, int]) -> int | None:
-    out = _dims(node.outputs[0], dims)
-    weight = _dims(node.inputs[1], dims) if len(node.inputs) > 1 else None
-    if out is None or weight is None:
-        return None
+def _node_macs(node: ir.Node) -> tuple[int | None, bool]:
+    shapes = [_dims(v) for v in (node.outputs[0], *node.inputs[:2])]
+    if len(node.inputs) < 2 or any(s is None for s in shapes):
+        return None, False
+    (out, s_out), (a, s_a), (weight, s_w) = shapes  # type: ignore[misc]
+    symbolic = s_out or s_a or s_w
     if node.op_type == "Conv":
-        return math.prod(out) * math.prod(weight[1:])
+        return math.prod(out) * math.prod(weight[1:]), symbolic
     if node.op_type == "ConvTranspose":
-        source = _dims(node.inputs[0], dims)
-        return None if source is None else math.prod(source) * math.prod(weight[1:])
+        return math.prod(a) * math.prod(weight[1:]), symbolic
     if node.op_type == "Gemm":
-        a = _dims(node.inputs[0], dims)
-        if a is None:
-            return None
-        return math.prod(out) * (a[0] if node.attributes.get_int("transA", 0) else a[-1])
-    a = _dims(node.inputs[0], dims)
-    return None if a is None else math.prod(out) * a[-1]
+        return math.prod(out) * (a[0] if node.attributes.get_int("transA", 0) else a[-1]), symbolic
+    return math.prod(out) * a[-1], symbolic
+
+
+def _set_input_dims(model: ir.Model, dims: dict[str, int]) -> None:
+    unknown = sorted(set(dims) - symbolic_dim_names(model))
+    if unknown:
+        known = ", ".join(sorted(symbolic_dim_names(model))) or "none"
+        raise InputError(f"--dim {', '.join(unknown)}: no input has such a dim (symbolic: {known})")
+    for value in model.graph.inputs:
+        if value.shape is not None:
+            value.shape = ir.Shape(
+                [dims.get(d.value, d) if not isinstance(d, int) else d for d in value.shape]
+            )
 
 
 def count_macs(model: ir.Model, dims: dict[str, int] | None = None) -> dict:
     """Per-node and total MACs of ``model`` (shape inference runs on a copy)."""
     dims = dims or {}
     working = model.clone()
-    ShapeInferencePass()(working)
+    _set_input_dims(working, dims)
+    for node in ir.traversal.RecursiveGraphIterator(working.graph):
+        if node.graph is working.graph:
+            for value in node.outputs:  # stale declared shapes would hide the new dims
+                value.shape = None
+    NormalizeModelPass()(working)
     layers = []
-    for node in working.graph:
-        if node.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
-            layers.append({"node": node.name, "op": node.op_type, "macs": _node_macs(node, dims)})
+    for node in ir.traversal.RecursiveGraphIterator(working.graph):
+        if node.op_type not in _COUNTED or node.domain not in ("", "ai.onnx"):
+            continue
+        macs, symbolic = _node_macs(node)
+        layer = {"node": node.name, "op": node.op_type, "macs": macs}
+        if symbolic:
+            layer["symbolic_dims_as_1"] = True
+        if node.graph is not working.graph:
+            layer["subgraph"] = node.graph.name if node.graph is not None else None
+        layers.append(layer)
     total = sum(layer["macs"] or 0 for layer in layers)
     return {"total": total, "dims": dict(sorted(dims.items())), "layers": layers}

@@ -25,14 +25,21 @@ def _per_sample(output: np.ndarray) -> np.ndarray:
     return output.reshape(len(output), -1).astype(np.float64)
 
 
-def agreement_metrics(baseline: np.ndarray, candidate: np.ndarray) -> dict:
-    """Top-1 agreement, cosine similarity per sample (mean and min), max abs difference."""
+def agreement_metrics(
+    baseline: np.ndarray, candidate: np.ndarray, classification: bool = True
+) -> dict:
+    """Cosine similarity per sample (mean and min), max abs difference, and for classifiers
+    top-1 agreement (None otherwise: argmax agreement means nothing on an embedding)."""
     base, cand = _per_sample(baseline), _per_sample(candidate)
     norms = np.linalg.norm(base, axis=1) * np.linalg.norm(cand, axis=1)
     dots = np.sum(base * cand, axis=1)
     cosine = np.divide(dots, norms, out=np.ones_like(dots), where=norms > 0)
     return {
-        "top1_agreement": float(np.mean(predictions(baseline) == predictions(candidate))),
+        "top1_agreement": (
+            float(np.mean(predictions(baseline) == predictions(candidate)))
+            if classification
+            else None
+        ),
         "cosine_mean": float(cosine.mean()),
         "cosine_min": float(cosine.min()),
         "max_abs_diff": float(np.max(np.abs(base - cand))) if base.size else 0.0,

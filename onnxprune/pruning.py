@@ -27,8 +27,9 @@ from onnxprune.calibration import (
     layer_views,
 )
 from onnxprune.data import Dataset
-from onnxprune.errors import InputError
+from onnxprune.errors import InputError, NothingToPrune, compiled_regex
 from onnxprune.masks import layer_mask, n_m_mask, n_m_refusal, per_output_mask
+from onnxprune.reasons import grouped_reasons
 from onnxprune.scoring import METHODS
 from onnxprune.sparsegpt import sparsegpt_prune
 from onnxprune.stages import sequential_stages
@@ -95,12 +96,8 @@ class PruneOptions:
             raise InputError(
                 f"unknown allocation '{self.allocation}' (choose from {', '.join(ALLOCATIONS)})"
             )
-        for flag, pattern in (("--include", self.include), ("--exclude", self.exclude)):
-            if pattern is not None:
-                try:
-                    re.compile(pattern)
-                except re.error as error:
-                    raise InputError(f"{flag} '{pattern}' is not a valid regex: {error}") from error
+        compiled_regex("--include", self.include)
+        compiled_regex("--exclude", self.exclude)
         if self.sequential and not METHODS[self.method].needs_calibration:
             raise InputError("--sequential needs a data-aware method (wanda, sparsegpt)")
         if self.min_fan_in < 0:
@@ -320,9 +317,12 @@ def prune_model(
     refused += unserved
     selected = [w for w in selected if w.name not in {s.name for s in unserved}]
     if not selected:
-        raise InputError(
+        left_alone = skipped + refused
+        raise NothingToPrune(
             f"nothing to prune: {len(weights)} prunable weights, none selected "
-            f"({len(skipped) + len(refused)} tensors skipped; see 'onnxprune inspect')"
+            f"({len(left_alone)} tensors left alone)",
+            grouped_reasons(s.reason for s in left_alone),
+            {"mode": "unstructured", **PruneResult(options, [], left_alone, lifted).to_dict()},
         )
     method = METHODS[options.method]
     initial = {w.name: model.graph.initializers[w.name].const_value.numpy() for w in selected}

@@ -38,18 +38,29 @@ def fixed_batch(session: ort.InferenceSession) -> int | None:
 
 
 def run_dataset(
-    session: ort.InferenceSession, dataset: Dataset, batch_size: int = 64
+    session: ort.InferenceSession,
+    dataset: Dataset,
+    batch_size: int = 64,
+    limit: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """Run every sample through ``session``; outputs are concatenated along the sample axis."""
+    """Run every sample (or the first ``limit``) through ``session``; outputs are concatenated
+    along the sample axis."""
     batch_size = fixed_batch(session) or batch_size
     names = [output.name for output in session.get_outputs()]
     pieces: dict[str, list[np.ndarray]] = {name: [] for name in names}
-    for start in range(0, dataset.samples, batch_size):
+    total = dataset.samples if limit is None else min(limit, dataset.samples)
+    for start in range(0, total, batch_size):
         feed = dataset.slice(start, start + batch_size)
         try:
             results = session.run(names, feed)
         except Exception as error:  # onnxruntime raises its own exception types
-            raise InputError(f"onnxruntime failed on samples {start}+: {error}") from error
+            message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            hint = (
+                " (made-up inputs: give real ones with --data, or their shapes with --input-shape)"
+                if dataset.synthetic
+                else ""
+            )
+            raise InputError(f"onnxruntime failed on samples {start}+: {message}{hint}") from error
         for name, result in zip(names, results, strict=True):
             pieces[name].append(np.asarray(result))
     return {name: _concatenate(name, parts) for name, parts in pieces.items()}

@@ -8,6 +8,7 @@ agreement with the baseline (top-1, cosine, max abs difference), per-group metri
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -17,14 +18,24 @@ from onnxprune.data import Dataset, index_bounds, input_specs, load_dataset, syn
 from onnxprune.errors import InputError
 from onnxprune.latency import measure_latency
 from onnxprune.metrics import accuracy, agreement_metrics, group_metrics, predictions
-from onnxprune.model_io import load_model, model_files
+from onnxprune.model_io import model_files
+from onnxprune.normalize import InputShapes, load_normalized
 from onnxprune.report import build_report
 from onnxprune.runtime import create_session, fixed_batch, run_dataset
 from onnxprune.sizes import model_size
+from onnxprune.tasks import Task, resolve_task
+
+# compress's budget when the user sets none: agreement (classifiers) or cosine >= this.
+DEFAULT_BUDGET = 0.95
+# A measured value within this of its limit counts as at the limit (passes).
+GATE_TOLERANCE = 1e-9
 
 __all__ = [
+    "DEFAULT_BUDGET",
     "Gates",
     "VerifyOptions",
+    "baseline_task",
+    "default_gates",
     "evaluate_gates",
     "prepare_verification",
     "verified_report",
@@ -44,6 +55,8 @@ class VerifyOptions:
     latency_warmup: int = 5
     latency_batch: int = 1
     synthetic_samples: int = 32
+    task: str | None = None
+    input_shapes: InputShapes | None = None
 
 
 @dataclass(frozen=True)
@@ -55,12 +68,33 @@ class Gates:
     min_agreement: float | None = None
     min_cosine: float | None = None
 
-    def check_applicable(self, dataset: Dataset) -> None:
-        """Refuse gates that this dataset cannot evaluate, before any work is done."""
+    default: bool = False  # True when compress chose this budget (no gate was given)
+
+    @property
+    def active(self) -> bool:
+        limits = (self.max_accuracy_drop, self.max_group_drop, self.min_agreement, self.min_cosine)
+        return any(value is not None for value in limits)
+
+    def check_applicable(self, dataset: Dataset, task: Task) -> None:
+        """Refuse gates that this dataset or task cannot evaluate, before any work is done."""
         if self.max_accuracy_drop is not None and dataset.labels is None:
             raise InputError("--max-accuracy-drop needs a 'label' array in the data")
         if self.max_group_drop is not None and (dataset.labels is None or not dataset.groups):
             raise InputError("--max-group-drop needs 'label' and 'group.<attribute>' arrays")
+        if self.min_agreement is not None and not task.classification:
+            raise InputError(
+                "--min-agreement (top-1 agreement) needs a classifier output; the scored output "
+                f"is {task.name or 'of unknown task'} ({task.evidence}): use --min-cosine, or "
+                "--task classification if it is one"
+            )
+
+
+def default_gates(task: Task) -> Gates:
+    """The budget ``compress`` checks when none is given: top-1 agreement for classifiers,
+    output cosine otherwise (both at ``DEFAULT_BUDGET``)."""
+    if task.classification:
+        return Gates(min_agreement=DEFAULT_BUDGET, default=True)
+    return Gates(min_cosine=DEFAULT_BUDGET, default=True)
 
 
 def _signature(session) -> tuple:
@@ -76,27 +110,52 @@ def _signature(session) -> tuple:
 
 
 def prepare_verification(
-    model_path: str | os.PathLike, options: VerifyOptions, gates: Gates | None
+    model_path: str | os.PathLike,
+    options: VerifyOptions,
+    gates: Gates | None,
+    default_budget: bool = False,
 ) -> tuple[Gates, Dataset]:
-    """The gates (all off when None) and the verification data, checked against each other
-    before anything is written."""
+    """The gates (all off when None; with ``default_budget`` and no gate, ``default_gates``)
+    and the verification data, checked against each other before anything is written."""
     gates = gates or Gates()
     dataset = prepare_dataset(model_path, options)
-    gates.check_applicable(dataset)
+    task = baseline_task(model_path, options, dataset)
+    if default_budget and not gates.active:
+        gates = default_gates(task)
+    gates.check_applicable(dataset, task)
     return gates, dataset
 
 
 def prepare_dataset(model_path: str | os.PathLike, options: VerifyOptions) -> Dataset:
     """Load the verification data for the model at ``model_path`` (or make synthetic inputs)."""
-    model = load_model(model_path)
+    model = load_normalized(model_path, options.input_shapes, infer_shapes=False)
     specs = input_specs(model)
     if options.data is None:
         return synthetic_dataset(specs, options.synthetic_samples, bounds=index_bounds(model))
     return load_dataset(options.data, specs)
 
 
-def _quality(base_out: np.ndarray, cand_out: np.ndarray, dataset: Dataset) -> dict:
-    quality = agreement_metrics(base_out, cand_out)
+def _scored_output(session, options: VerifyOptions) -> str:
+    output_names = [o.name for o in session.get_outputs()]
+    scored = options.output or output_names[0]
+    if scored not in output_names:
+        raise InputError(f"no model output named '{scored}' (outputs: {', '.join(output_names)})")
+    return scored
+
+
+def baseline_task(model_path: str | os.PathLike, options: VerifyOptions, dataset: Dataset) -> Task:
+    """The scored output's task, from the baseline's outputs on the first batch."""
+    session = create_session(model_path, options.threads)
+    scored = _scored_output(session, options)
+    first = run_dataset(session, dataset, options.batch_size, limit=options.batch_size)
+    return resolve_task(options.task, scored, first[scored], dataset.labels is not None)
+
+
+def _quality(base_out: np.ndarray, cand_out: np.ndarray, dataset: Dataset, task: Task) -> dict:
+    quality = agreement_metrics(base_out, cand_out, classification=task.classification)
+    if not task.classification:
+        quality["groups"] = {}
+        return quality
     base_pred, cand_pred = predictions(base_out), predictions(cand_out)
     if dataset.labels is not None:
         if dataset.labels.shape != base_pred.shape:
@@ -126,11 +185,10 @@ def verify_models(
     if _signature(base_session) != _signature(cand_session):
         raise InputError(f"{candidate}: inputs or outputs differ from the baseline {baseline}")
     output_names = [o.name for o in base_session.get_outputs()]
-    scored = options.output or output_names[0]
-    if scored not in output_names:
-        raise InputError(f"no model output named '{scored}' (outputs: {', '.join(output_names)})")
+    scored = _scored_output(base_session, options)
     base_outputs = run_dataset(base_session, dataset, options.batch_size)
     cand_outputs = run_dataset(cand_session, dataset, options.batch_size)
+    task = resolve_task(options.task, scored, base_outputs[scored], dataset.labels is not None)
     result: dict = {
         "data": {
             "source": dataset.source,
@@ -140,7 +198,8 @@ def verify_models(
             "group_attributes": sorted(dataset.groups),
         },
         "scored_output": scored,
-        "quality": _quality(base_outputs[scored], cand_outputs[scored], dataset),
+        "task": task.to_dict(),
+        "quality": _quality(base_outputs[scored], cand_outputs[scored], dataset, task),
         "max_abs_diff_per_output": {
             name: float(np.max(np.abs(base_outputs[name].astype(np.float64) - cand_outputs[name])))
             for name in output_names
@@ -165,15 +224,27 @@ def verify_models(
 
 
 def evaluate_gates(gates: Gates, verification: dict) -> list[dict]:
-    """One entry per active gate: its limit, the measured value and whether it held."""
+    """One entry per active gate: its limit, the measured value and whether it held.
+
+    A value equal to the limit passes (compared with a tolerance of ``GATE_TOLERANCE``); a
+    gate whose value could not be measured (not finite, or not defined for the task) fails.
+    """
     quality = verification["quality"]
     results = []
 
     def add(name: str, limit: float | None, value: float | None, higher_is_better: bool) -> None:
-        if limit is None or value is None:
+        if limit is None:
             return
-        passed = value >= limit if higher_is_better else value <= limit
-        results.append({"gate": name, "limit": limit, "value": value, "passed": bool(passed)})
+        entry = {"gate": name, "limit": limit, "value": value}
+        if value is None or not math.isfinite(value):
+            entry.update(passed=False, note="not measurable on these outputs")
+        elif higher_is_better:
+            entry["passed"] = bool(value >= limit - GATE_TOLERANCE)
+        else:
+            entry["passed"] = bool(value <= limit + GATE_TOLERANCE)
+        if gates.default:
+            entry["default"] = True
+        results.append(entry)
 
     add("max_accuracy_drop", gates.max_accuracy_drop, quality.get("accuracy_drop"), False)
     worst = max(
@@ -181,7 +252,7 @@ def evaluate_gates(gates: Gates, verification: dict) -> list[dict]:
         default=None,
     )
     add("max_group_drop", gates.max_group_drop, worst, False)
-    add("min_agreement", gates.min_agreement, quality["top1_agreement"], True)
+    add("min_agreement", gates.min_agreement, quality.get("top1_agreement"), True)
     add("min_cosine", gates.min_cosine, quality["cosine_mean"], True)
     return results
 
