@@ -69,6 +69,7 @@ def _stage(name: str, verification: dict) -> dict:
         "cosine_mean": quality["cosine_mean"],
         "max_abs_diff": quality["max_abs_diff"],
         "speedup": latency.get("speedup"),
+        "speedup_conclusive": latency.get("conclusive"),
     }
 
 

@@ -21,6 +21,29 @@ def _run_ms(session: ort.InferenceSession, feed: dict[str, np.ndarray]) -> float
     return (time.perf_counter() - start) * 1000.0
 
 
+# Fewer interleaved pairs than this give a ratio too noisy to call a speed-up.
+MIN_PAIRS = 20
+# Per-pair ratios must clear 1 by this margin: a model timed against a copy of itself on these
+# machines shows quartiles up to ~1.05x apart from 1 when the other core is busy.
+NOISE_MARGIN = 1.05
+
+
+def _spread(ratios: np.ndarray) -> dict:
+    low, high = (float(v) for v in np.percentile(ratios, [25, 75]))
+    return {"speedup_iqr": [low, high]}
+
+
+def _verdict(runs: int, low: float, high: float, speedup: float) -> tuple[bool, str | None]:
+    if runs < MIN_PAIRS:
+        return False, f"only {runs} interleaved pairs (< {MIN_PAIRS}): the ratio is indicative only"
+    if low <= NOISE_MARGIN and high >= 1 / NOISE_MARGIN:
+        return False, (
+            f"the middle half of per-pair ratios ({low:.2f}x-{high:.2f}x) reaches within "
+            f"{NOISE_MARGIN - 1:.0%} of 1: no measurable speed difference (ratio {speedup:.2f}x)"
+        )
+    return True, None
+
+
 def measure_latency(
     baseline: ort.InferenceSession,
     candidate: ort.InferenceSession,
@@ -30,7 +53,10 @@ def measure_latency(
 ) -> dict:
     """Interleaved latency of ``baseline`` and ``candidate`` on ``feed``, in milliseconds.
 
-    ``speedup`` is baseline p50 / candidate p50: above 1 means the candidate is faster.
+    ``speedup`` is baseline p50 / candidate p50: above 1 means the candidate is faster. Its
+    spread is the interquartile range of the per-round ratios (``speedup_iqr``);
+    ``conclusive`` is False (with a ``note``) when there were fewer than ``MIN_PAIRS`` rounds or
+    that range comes within ``NOISE_MARGIN`` of 1, so noise is never shown as a speed-up.
     """
     sessions = {"baseline": baseline, "candidate": candidate}
     for _ in range(warmup):
@@ -46,6 +72,13 @@ def measure_latency(
         result[name] = {
             "p50_ms": float(np.percentile(values, 50)),
             "p95_ms": float(np.percentile(values, 95)),
+            "iqr_ms": [float(v) for v in np.percentile(values, [25, 75])],
         }
     result["speedup"] = result["baseline"]["p50_ms"] / result["candidate"]["p50_ms"]
+    ratios = np.asarray(times["baseline"]) / np.asarray(times["candidate"])
+    result.update(_spread(ratios))
+    conclusive, note = _verdict(runs, *result["speedup_iqr"], result["speedup"])
+    result["conclusive"] = conclusive
+    if note:
+        result["note"] = note
     return result

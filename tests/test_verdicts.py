@@ -111,3 +111,21 @@ def test_library_logs_are_owned(tmp_path: Path) -> None:
     debug = _run("inspect", CNN, "--debug")
     assert debug.returncode == 0
     assert all(line.startswith("onnxprune: ") for line in debug.stderr.splitlines())
+
+
+@pytest.mark.parametrize(
+    ("runs", "ratios", "conclusive"),
+    [
+        (50, [1.3, 1.4, 1.5, 1.6], True),
+        (50, [0.9, 1.0, 1.1, 1.2], False),
+        (50, [1.0, 1.02, 1.3, 1.5], False),
+        (5, [1.5, 1.6, 1.7, 1.8], False),
+    ],
+)
+def test_speedup_is_called_only_beyond_noise(runs: int, ratios: list, conclusive: bool) -> None:
+    import numpy as np
+
+    from onnxprune.latency import _spread, _verdict
+
+    low, high = _spread(np.asarray(ratios))["speedup_iqr"]
+    assert _verdict(runs, low, high, float(np.median(ratios)))[0] is conclusive
