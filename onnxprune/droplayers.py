@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx_ir as ir
-from onnx_ir.passes.common import NameFixPass, ShapeInferencePass
 
 from onnxprune.calibration import capture_model, detect_mask_input
 from onnxprune.data import Dataset, input_specs, load_dataset
@@ -24,15 +23,19 @@ from onnxprune.errors import InputError
 from onnxprune.metrics import agreement_metrics
 from onnxprune.model_io import (
     check_distinct_output,
-    load_model,
     model_files,
     save_model,
     uses_external_data,
 )
+from onnxprune.normalize import load_normalized
 from onnxprune.residual import RemoveBlocksPass, ResidualBlock, find_residual_blocks
 from onnxprune.runtime import create_session, run_dataset
 
 __all__ = ["DropOptions", "drop_layers_file"]
+
+# Local scores spread less than this cannot rank blocks (every one prints as 0.0000); the
+# model output decides instead.
+TIE = 1e-4
 
 logger = logging.getLogger(__name__)
 
@@ -98,38 +101,69 @@ def _output_cosine(reference: dict, model: ir.Model, data: Dataset, folder: Path
     return agreement_metrics(reference[name], outputs[name])["cosine_mean"]
 
 
+class _Trials:
+    """Output cosine to the original model, on the calibration data, of the model without
+    some blocks (the original's outputs computed once, on first use)."""
+
+    def __init__(self, model: str | os.PathLike, working: ir.Model, data: Dataset, folder: Path):
+        self.model, self.working, self.data, self.folder = model, working, data, folder
+        self.reference: dict | None = None
+
+    def cosine_without(self, blocks: list[ResidualBlock]) -> float:
+        if self.reference is None:
+            self.reference = run_dataset(create_session(self.model), self.data)
+        candidate = _without(self.working, blocks)
+        return _output_cosine(self.reference, candidate, self.data, self.folder)
+
+
+def _ranking(
+    working: ir.Model, blocks: list[ResidualBlock], data: Dataset, batch: int, trials: _Trials
+) -> tuple[dict[str, float], str]:
+    """Block scores (lower = less influential) and what they measure: the local proxy, or the
+    model output's cosine drop with the block removed where the local scores tie."""
+    scores = _scores(working, blocks, data, batch)
+    if max(scores.values()) - min(scores.values()) >= TIE:
+        return scores, "local 1 - cos(x, x + f(x))"
+    effects = {b.add: 1.0 - trials.cosine_without([b]) for b in blocks}
+    return effects, "model output 1 - cosine with the block removed (local scores tied)"
+
+
+def _within_budget(
+    ranked: list[ResidualBlock], max_drop: float, trials: _Trials
+) -> tuple[list[ResidualBlock], float | None]:
+    """Blocks in ranked order while the output cosine stays at 1 - ``max_drop`` or more."""
+    chosen: list[ResidualBlock] = []
+    cosine = None
+    for block in ranked:
+        trial = trials.cosine_without([*chosen, block])
+        if 1.0 - trial > max_drop:
+            break
+        chosen.append(block)
+        cosine = trial
+    return chosen, cosine
+
+
 def drop_layers_file(
     model: str | os.PathLike, output: str | os.PathLike, options: DropOptions
 ) -> dict:
     """Remove residual blocks from ``model`` into ``output``; return the report section."""
     options.validate()
-    working = load_model(model)
+    working = load_normalized(model)
     external = uses_external_data(working)
     protected = model_files(model, working)
     check_distinct_output(output, protected, external)
     data = load_dataset(options.calibration, input_specs(working))
-    NameFixPass()(working)
-    ShapeInferencePass()(working)
     blocks = find_residual_blocks(working)
     if not blocks:
         raise InputError(f"{model}: no residual blocks (x + f(x)) found")
-    scores = _scores(working, blocks, data, options.batch_size)
-    ranked = sorted(blocks, key=lambda b: (scores[b.add], b.add))
-    chosen: list[ResidualBlock] = []
-    cosine = None
-    if options.blocks is not None:
-        chosen = ranked[: options.blocks]
-    else:
-        with tempfile.TemporaryDirectory(prefix="onnxprune-drop-") as folder:
-            reference = run_dataset(create_session(model), data)
-            for block in ranked:
-                trial = _output_cosine(
-                    reference, _without(working, [*chosen, block]), data, Path(folder)
-                )
-                if 1.0 - trial > options.max_cosine_drop:
-                    break
-                chosen.append(block)
-                cosine = trial
+    with tempfile.TemporaryDirectory(prefix="onnxprune-drop-") as folder:
+        trials = _Trials(model, working, data, Path(folder))
+        scores, ranking = _ranking(working, blocks, data, options.batch_size, trials)
+        ranked = sorted(blocks, key=lambda b: (scores[b.add], b.add))
+        if options.blocks is not None:
+            chosen, cosine = ranked[: options.blocks], None
+        else:
+            chosen, cosine = _within_budget(ranked, options.max_cosine_drop, trials)
     if not chosen:
         raise InputError("no block can be dropped within --max-cosine-drop")
     RemoveBlocksPass(chosen)(working)
@@ -146,5 +180,6 @@ def drop_layers_file(
             for b in blocks
         ],
         "dropped": [b.add for b in chosen],
+        "ranked_by": ranking,
         "calibration_output_cosine": cosine,
     }

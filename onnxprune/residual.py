@@ -19,11 +19,14 @@ __all__ = ["RemoveBlocksPass", "ResidualBlock", "find_residual_blocks"]
 
 @dataclass(frozen=True)
 class ResidualBlock:
-    """The ``Add`` closing the block, its skip input ``x`` and the names of its inner nodes."""
+    """The ``Add`` closing the block, its skip input ``x`` (name and input index) and the names of
+    its inner nodes. The index, not the name, finds ``x`` again after earlier blocks were
+    removed: in a pre-norm stack one block's output is the next block's skip input."""
 
     add: str
     skip: str
     nodes: tuple[str, ...]
+    skip_index: int = 0
 
 
 def _depends_on(value: ir.Value, source: ir.Value, memo: dict[int, bool]) -> bool:
@@ -73,7 +76,7 @@ def find_residual_blocks(model: ir.Model) -> list[ResidualBlock]:
             dead = _dead_after_cut(model, node, 1 - skip_index)
             if any(n.op_type in ("MatMul", "Gemm", "Conv") for n in dead):
                 names = tuple(n.name for n in dead if n is not node)
-                blocks.append(ResidualBlock(node.name, skip.name, names))
+                blocks.append(ResidualBlock(node.name, skip.name, names, skip_index))
                 break
     return blocks
 
@@ -89,7 +92,8 @@ class RemoveBlocksPass(ir.passes.InPlacePass):
         nodes = {node.name: node for node in model.graph}
         for block in self.blocks:
             add = nodes[block.add]
-            skip = next(v for v in add.inputs if v.name == block.skip)
+            skip = add.inputs[block.skip_index]
+            assert skip is not None
             if add.outputs[0] in model.graph.outputs:
                 identity = ir.node("Identity", [skip])
                 model.graph.insert_before(add, identity)

@@ -120,3 +120,32 @@ def lstm_tagger(path: Path) -> Path:
         ],
     )
     return _save(graph, path)
+
+
+def pre_norm_stack(path: Path, scales: tuple[float, ...] = (1.0, 1.0, 1.0)) -> Path:
+    """x[N,16] -> for each scale s: y = y + MatMul(LayerNorm(y), s * W): a pre-norm stack
+    where each block's output is the next block's skip input (as Hugging Face writes it)."""
+    rng = np.random.default_rng(RNG_SEED)
+    nodes, inits, current = [], [], "x"
+    inits += [
+        numpy_helper.from_array(np.ones(16, np.float32), "gamma"),
+        numpy_helper.from_array(np.zeros(16, np.float32), "beta"),
+    ]
+    for index, scale in enumerate(scales):
+        weight = (rng.standard_normal((16, 16)) * 0.3 * scale).astype(np.float32)
+        inits.append(numpy_helper.from_array(weight, f"w{index}"))
+        nodes += [
+            helper.make_node("LayerNormalization", [current, "gamma", "beta"], [f"n{index}"]),
+            helper.make_node("MatMul", [f"n{index}", f"w{index}"], [f"f{index}"]),
+            helper.make_node("Add", [current, f"f{index}"], [f"y{index}"], name=f"add{index}"),
+        ]
+        current = f"y{index}"
+    nodes.append(helper.make_node("Identity", [current], ["hidden_state"]))
+    graph = helper.make_graph(
+        nodes,
+        "pre_norm",
+        [helper.make_tensor_value_info("x", F, ["N", 16])],
+        [helper.make_tensor_value_info("hidden_state", F, ["N", 16])],
+        initializer=inits,
+    )
+    return _save(graph, path)
