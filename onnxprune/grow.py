@@ -108,6 +108,8 @@ def find_group(model: ir.Model, layer: str) -> ChannelGroup:
         if any(layer in (p.tensor, p.node) for p in group.producers) or group.id == layer:
             if group.blocked:
                 raise InputError(f"cannot widen '{layer}': {group.blocked}")
+            if group.routed:
+                raise InputError(f"cannot widen '{layer}': its channels pass Concat/Split/Slice")
             return group
     raise InputError(f"'{layer}' is not the weight or node of a layer with output channels")
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import onnx_ir as ir
 
 from onnxprune.activations import ConvView, LinearView
+from onnxprune.routing import RoutingRule, concat_routing, slice_routing, split_routing
 
 __all__ = [
     "OP_TABLE",
@@ -55,13 +56,18 @@ class OpKnowledge:
             ``batchnorm`` (per-channel parameters on axis 1), ``pool`` (spatial pooling that
             keeps axis 1), ``reduce`` (keeps axes it does not reduce), ``flatten``/``reshape``
             (only [N, C, 1, ...] -> [N, C]), ``linear`` and ``conv`` (consume channels on
-            input 0, produce channels from their weight). None blocks structured pruning.
+            input 0, produce channels from their weight), ``route`` (moves channel positions
+            between inputs and outputs as ``routing`` says). None blocks structured pruning.
+        routing: for ``route`` ops, the rule (onnxprune.routing) giving which input positions
+            along the channel axis reach which output positions, and which of the node's
+            integers count them.
     """
 
     weights: Mapping[int, LayoutRule] = field(default_factory=dict)
     roles: Mapping[int, str] = field(default_factory=dict)
     activation: ActivationRule | None = None
     channels: str | None = None
+    routing: RoutingRule | None = None
 
 
 def _conv_weight(node: ir.Node, rank: int) -> WeightLayout | str:
@@ -185,6 +191,11 @@ OP_TABLE: dict[tuple[str, str], OpKnowledge] = {
     **{("", op): OpKnowledge(channels="reduce") for op in ("ReduceMean", "ReduceMax", "ReduceSum")},
     ("", "Flatten"): OpKnowledge(channels="flatten"),
     ("", "Reshape"): OpKnowledge(roles={1: "shape"}, channels="reshape"),
+    ("", "Concat"): OpKnowledge(channels="route", routing=concat_routing),
+    ("", "Split"): OpKnowledge(roles={1: "split sizes"}, channels="route", routing=split_routing),
+    ("", "Slice"): OpKnowledge(
+        roles=dict.fromkeys(range(1, 5), "slice bounds"), channels="route", routing=slice_routing
+    ),
 }
 
 

@@ -1,11 +1,15 @@
 """Physically remove units: slice every coupled tensor and rewrite shape constants.
 
-``RemoveUnitsPass`` guarantees: each initializer named in a group's slices keeps only the
-indices of the kept units along the slice's axis; each shape edit's constant becomes
-``per_unit * kept``, written as a new initializer so that a constant shared with other nodes
-is left alone; unit-counting attributes (depthwise ``group``) become ``kept``; intermediate
-shapes are re-inferred. Node names must be unique (``NameFixPass``). Graph inputs and outputs
-are unchanged.
+``RemoveUnitsPass`` guarantees: each initializer named in a group's slices loses the indices of
+the removed units along the slice's axis (where several groups share a tensor, as the inputs of
+a Concat share the next Conv's weight, all of them are removed at once, at the positions found
+before any removal); each shape edit's constant becomes ``per_unit * kept``, written as a new
+initializer so that a constant shared with other nodes is left alone; unit-counting attributes
+(depthwise ``group``) become ``kept``; each counted integer (Split sizes, Slice bounds, a
+literal channel count) loses one per removed position it counts, written as a new initializer
+or attribute (an equal Split becomes an explicit one); intermediate shapes are re-inferred.
+Removing every entry of an axis is refused. Node names must be unique (``NameFixPass``). Graph
+inputs and outputs are unchanged.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass, ShapeInferencePass
 
+from onnxprune.errors import InputError
 from onnxprune.structured.groups import ChannelGroup, ShapeEdit
 from onnxprune.structured.heads import constant_tensor
 
@@ -32,20 +37,68 @@ class RemoveUnitsPass(ir.passes.InPlacePass):
         if not self.groups:
             return ir.passes.PassResult(model, modified=False)
         nodes = {node.name: node for node in model.graph}
+        removed = {g.id: np.setdiff1d(np.arange(g.units), self.kept[g.id]) for g in self.groups}
+        _remove_positions(model, self.groups, removed)
         for group in self.groups:
-            indices = group.indices(np.sort(self.kept[group.id]))
-            for piece in group.slices:
-                value = model.graph.initializers[piece.tensor]
-                array = np.take(value.const_value.numpy(), indices, axis=piece.axis)
-                value.const_value = ir.Tensor(np.ascontiguousarray(array), name=piece.tensor)
-                value.shape = ir.Shape(array.shape)
+            kept = group.units - len(removed[group.id])
             for edit in group.shape_edits:
-                edit_shape_constant(model, nodes[edit.node], edit, len(self.kept[group.id]))
+                edit_shape_constant(model, nodes[edit.node], edit, kept)
             for edit in group.attribute_edits:
-                node = nodes[edit.node]
-                node.attributes[edit.name] = ir.AttrInt64(edit.name, len(self.kept[group.id]))
+                nodes[edit.node].attributes[edit.name] = ir.AttrInt64(edit.name, kept)
+        _write_counts(model, nodes, self.groups, removed)
         reinfer_shapes(model)
         return ir.passes.PassResult(model, modified=True)
+
+
+def _remove_positions(model: ir.Model, groups: list[ChannelGroup], removed: dict) -> None:
+    gone: dict[tuple[str, int], set[int]] = {}
+    for group in groups:
+        for piece in group.slices:
+            positions = group.removed_positions(piece, removed[group.id])
+            gone.setdefault((piece.tensor, piece.axis), set()).update(positions.tolist())
+    for (tensor, axis), positions in gone.items():
+        value = model.graph.initializers[tensor]
+        array = np.delete(value.const_value.numpy(), sorted(positions), axis=axis)
+        if array.shape[axis] == 0:
+            raise InputError(f"pruning would remove every entry of '{tensor}' on axis {axis}")
+        value.const_value = ir.Tensor(np.ascontiguousarray(array), name=tensor)
+        value.shape = ir.Shape(array.shape)
+
+
+def _write_counts(model: ir.Model, nodes: dict, groups: list[ChannelGroup], removed) -> None:
+    """Subtract the removed positions from every counted integer, each list written once."""
+    lists: dict[tuple, tuple] = {}
+    for group in groups:
+        for edit in group.count_edits:
+            key = (edit.node, *edit.site.location)
+            site, values = lists.setdefault(key, (edit.site, list(edit.site.base)))
+            values[edit.site.position] -= int(np.isin(edit.units, removed[group.id]).sum())
+    for (name, index, attribute), (site, values) in lists.items():
+        node = nodes[name]
+        if site.drop is not None and site.drop in node.attributes:
+            del node.attributes[site.drop]
+        if attribute is None:
+            _write_input(model, node, index, values)
+        elif site.scalar:
+            node.attributes[attribute] = ir.AttrInt64(attribute, values[0])
+        else:
+            node.attributes[attribute] = ir.AttrInt64s(attribute, values)
+
+
+def _write_input(model: ir.Model, node: ir.Node, index: int, values: list[int]) -> None:
+    old = node.inputs[index] if len(node.inputs) > index else None
+    dtype = old.const_value.numpy().dtype if old is not None else np.int64
+    array = np.array(values, dtype=dtype)
+    name = f"{node.name}_input{index}_pruned".replace("/", "_")
+    tensor = ir.Tensor(array, name=name)
+    new = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(tensor.dtype))
+    new.const_value = tensor
+    if name in model.graph.initializers:
+        del model.graph.initializers[name]
+    model.graph.register_initializer(new)
+    if old is None:
+        node.resize_inputs(index + 1)
+    node.replace_input_with(index, new)
 
 
 def edit_shape_constant(model: ir.Model, node: ir.Node, edit: ShapeEdit, units: int) -> None:

@@ -5,320 +5,262 @@ tracer walks forward along the channel axis, applying the op table's ``channels`
 consumer: elementwise ops pass the axis on (their constant operands are sliced after
 broadcasting), BatchNormalization slices its parameters, pooling and reductions keep the axis,
 ``Flatten``/``Reshape`` of ``[N, C, 1, ...]`` into ``[N, C]`` keep it (rewriting a literal C in
-the shape), depthwise Conv ties input and output channels, and Conv/Gemm/MatMul consume it (their
-weight's input axis is sliced). Where a non-constant operand joins an elementwise op (a residual
-``Add``), the tracer walks back to the producers of that operand and the groups are merged.
+the shape), depthwise Conv ties input and output channels, ``route`` ops (Concat, Split, Slice)
+move the channels to other positions as the op table's routing rule says (counting them in
+split sizes and slice bounds), and Conv/Gemm/MatMul consume them (their weight's input axis is
+sliced at the channels' positions). The walk keeps where each run of the producer's units sits
+on the axis (``coupling.Segments``). Where a non-constant operand joins an elementwise op (a
+residual ``Add``), the tracer walks back to the producers of that operand (back through route
+ops too) and records which of their units meet its own; ``coupling.build_groups`` merges them.
 Anything else blocks the group, with the reason: unknown ops, ops that mix channels
-(LayerNormalization, Softmax), Concat/Split, shared constants, and graph outputs.
+(LayerNormalization, Softmax), routes the rule cannot describe (computed sizes, another axis),
+shared constants, and graph outputs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import onnx_ir as ir
 
 from onnxprune.ops import lookup
-from onnxprune.structured.groups import AttributeEdit, ChannelGroup, ShapeEdit, TensorSlice
+from onnxprune.routing import CountSite
+from onnxprune.structured.axes import (
+    Blocked,
+    collapsed_axis,
+    const,
+    depthwise,
+    dim,
+    int_attr,
+    output_axis,
+    producer_weight,
+    rank,
+    reduced_axis,
+)
+from onnxprune.structured.coupling import (
+    Count,
+    Coupling,
+    Piece,
+    Segments,
+    Trace,
+    build_groups,
+    shifted,
+)
+from onnxprune.structured.groups import ChannelGroup
 
 __all__ = ["find_channel_groups", "producer_weight"]
 
 
-class Blocked(Exception):
-    """The walk met something structured pruning cannot follow; the message says what."""
-
-
-def _const(value: ir.Value | None):
-    return None if value is None else value.const_value
-
-
-def _rank(value: ir.Value) -> int:
-    if value.shape is None:
-        raise Blocked(f"tensor '{value.name}' has no known rank (shape inference failed)")
-    return len(value.shape)
-
-
-def _int_attr(node: ir.Node, name: str, default: int) -> int:
-    return node.attributes.get_int(name, default)
-
-
-def producer_weight(node: ir.Node) -> tuple[ir.Value, int] | None:
-    """``(weight, output axis of the weight)`` if ``node`` produces prunable channels."""
-    knowledge = lookup(node)
-    rule = knowledge.channels if knowledge else None
-    weight = node.inputs[1] if len(node.inputs) > 1 else None
-    if rule not in ("linear", "conv") or _const(weight) is None or weight.shape is None:
-        return None
-    if rule == "conv":
-        if _int_attr(node, "group", 1) != 1 or len(weight.shape) < 3:
-            return None
-        return weight, 0
-    if node.op_type == "Gemm":
-        if _int_attr(node, "transA", 0):
-            return None
-        return weight, 0 if _int_attr(node, "transB", 0) else 1
-    return (weight, 1) if len(weight.shape) == 2 else None
-
-
-def _depthwise(node: ir.Node) -> bool:
-    """A Conv whose output channel c reads only input channel c."""
-    weight = node.inputs[1] if len(node.inputs) > 1 else None
-    if weight is None or weight.shape is None or len(weight.shape) < 3:
-        return False
-    return weight.shape[1] == 1 and _int_attr(node, "group", 1) == weight.shape[0]
-
-
-def _output_axis(node: ir.Node) -> int:
-    if lookup(node).channels == "conv" or node.op_type == "Gemm":
-        return 1
-    return _rank(node.outputs[0]) - 1
-
-
-@dataclass
-class _Trace:
-    slices: list[TensorSlice] = field(default_factory=list)
-    edits: list[ShapeEdit] = field(default_factory=list)
-    attribute_edits: list[AttributeEdit] = field(default_factory=list)
-    partners: set[str] = field(default_factory=set)
-    blocked: str | None = None
+def _whole(units: int) -> Segments:
+    return ((0, units, 0),)
 
 
 class _Tracer:
-    def __init__(self, model: ir.Model, units: int) -> None:
-        self.model = model
-        self.units = units
-        self.outputs = {v.name for v in model.graph.outputs}
-        self.trace = _Trace()
+    """Walks one producer's channels forward (and others' back, at residual joins)."""
 
-    def _slice_param(self, value: ir.Value, axis: int) -> None:
+    def __init__(self, model: ir.Model, units: int, kind: str) -> None:
+        self.opset = model.opset_imports.get("", 1)
+        self.outputs = {v.name for v in model.graph.outputs}
+        self.trace = Trace(units, kind)
+        self.found: dict[tuple[str, int], list[tuple[str, Segments]]] = {}
+
+    def _slice(self, value: ir.Value, axis: int, role: str, runs: Segments, node: str = ""):
+        self.trace.pieces.append(Piece(value.name, axis, role, node, runs, dim(value, axis)))
+
+    def _slice_param(self, value: ir.Value, axis: int, runs: Segments) -> None:
         if len(value.uses()) > 1:
             raise Blocked(f"constant '{value.name}' is shared by several nodes")
-        self.trace.slices.append(TensorSlice(value.name, axis, "param"))
+        self._slice(value, axis, "param", runs)
 
     def forward(self, start: ir.Value, axis: int) -> None:
-        pending, seen = [(start, axis)], set()
+        pending, seen = [(start, axis, _whole(self.trace.units))], set()
         while pending:
-            value, axis = pending.pop()
-            if (value.name, axis) in seen:
+            value, axis, runs = pending.pop()
+            if (value.name, axis, runs) in seen:
                 continue
-            seen.add((value.name, axis))
+            seen.add((value.name, axis, runs))
             if value.name in self.outputs:
                 raise Blocked(f"channels reach the graph output '{value.name}'")
             for use in value.uses():
-                pending += self._step(use.node, use.idx, value, axis)
+                pending += self._step(use.node, use.idx, value, axis, runs)
 
-    def _step(self, node: ir.Node, index: int, value: ir.Value, axis: int) -> list:
+    def _step(self, node: ir.Node, index: int, value: ir.Value, axis: int, runs: Segments):
         knowledge = lookup(node)
         rule = knowledge.channels if knowledge else None
         label = f"{node.op_type} '{node.name}'"
         if rule is None:
             raise Blocked(f"{label} is not in the channel table")
         if rule == "elementwise":
-            return self._elementwise(node, value, axis)
+            return self._elementwise(node, value, axis, runs)
+        if rule == "route":
+            return self._route(node, index, axis, runs)
         if index != 0:
             raise Blocked(f"{label} uses the channels as input {index}")
         if rule == "unary":
             if any(o.uses() for o in node.outputs[1:]):
                 raise Blocked(f"{label}: second output in use")
-            return [(node.outputs[0], axis)]
+            return [(node.outputs[0], axis, runs)]
         if rule in ("batchnorm", "pool"):
             if axis != 1:
                 raise Blocked(f"{label} works on axis 1, channels are on axis {axis}")
             if rule == "batchnorm":
                 for param in node.inputs[1:5]:
-                    if _const(param) is None:
+                    if const(param) is None:
                         raise Blocked(f"{label}: parameter '{param.name}' is not constant")
-                    self._slice_param(param, 0)
-            return [(node.outputs[0], 1)]
+                    self._slice_param(param, 0, runs)
+            return [(node.outputs[0], 1, runs)]
         if rule == "reduce":
-            return [(node.outputs[0], self._reduce_axis(node, value, axis))]
+            return [(node.outputs[0], reduced_axis(node, value, axis), runs)]
         if rule in ("flatten", "reshape"):
-            return [(node.outputs[0], self._collapse(node, value, axis, rule))]
+            out_axis, site = collapsed_axis(node, value, axis, rule)
+            if site is not None:
+                self.trace.counts.append(Count(node.name, site, runs))
+            return [(node.outputs[0], out_axis, runs)]
         if rule == "linear":
-            return self._consume_linear(node, value, axis)
-        return self._consume_conv(node, axis)
+            return self._consume_linear(node, value, axis, runs)
+        return self._consume_conv(node, value, axis, runs)
 
-    def _elementwise(self, node: ir.Node, value: ir.Value, axis: int) -> list:
+    def _elementwise(self, node: ir.Node, value: ir.Value, axis: int, runs: Segments) -> list:
         out = node.outputs[0]
-        out_axis = axis + _rank(out) - _rank(value)
+        out_axis = axis + rank(out) - rank(value)
+        channels = dim(value, axis)
         for other in node.inputs:
             if other is None or other is value:
                 continue
-            other_axis = out_axis - (_rank(out) - _rank(other))
+            other_axis = out_axis - (rank(out) - rank(other))
             size = other.shape[other_axis] if other_axis >= 0 else 1
-            if _const(other) is not None:
-                if size == self.units:
-                    self._slice_param(other, other_axis)
+            if const(other) is not None:
+                if size == channels:
+                    self._slice_param(other, other_axis, runs)
                 elif size != 1:
                     raise Blocked(f"constant '{other.name}' has {size} entries on the channel axis")
             elif size == 1:
                 continue  # broadcast along the channels, e.g. an attention mask
             else:
-                self.trace.partners |= set(self.backward(other, other_axis))
-        return [(out, out_axis)]
+                for partner, theirs in self.backward(other, other_axis):
+                    self.trace.couplings.append(Coupling(partner, runs, theirs))
+        return [(out, out_axis, runs)]
 
-    def _reduce_axis(self, node: ir.Node, value: ir.Value, axis: int) -> int:
-        axes_input = node.inputs[1] if len(node.inputs) > 1 else None
-        if axes_input is not None:
-            axes = _const(axes_input).numpy().tolist() if _const(axes_input) is not None else None
-        else:
-            axes = list(node.attributes.get_ints("axes", ()))
-        if not axes:
-            raise Blocked(f"{node.op_type} '{node.name}' reduces unknown or all axes")
-        rank = _rank(value)
-        axes = sorted(a % rank for a in axes)
-        if axis in axes:
-            raise Blocked(f"{node.op_type} '{node.name}' reduces the channel axis")
-        return axis if _int_attr(node, "keepdims", 1) else axis - sum(a < axis for a in axes)
+    def _routing(self, node: ir.Node, axis: int):
+        routing = lookup(node).routing(node, axis, self.opset)
+        if isinstance(routing, str):
+            raise Blocked(f"{node.op_type} '{node.name}': {routing}")
+        return routing
 
-    def _collapse(self, node: ir.Node, value: ir.Value, axis: int, rule: str) -> int:
-        label = f"{node.op_type} '{node.name}'"
-        shape, out_shape = value.shape, node.outputs[0].shape
-        if shape is None or out_shape is None or any(d != 1 for d in shape[axis + 1 :]):
-            raise Blocked(f"{label} merges the channels with other axes")
-        if len(out_shape) != axis + 1:
-            raise Blocked(f"{label} moves the channel axis")
-        if rule == "flatten":
-            if _int_attr(node, "axis", 1) != axis:
-                raise Blocked(f"{label} merges the channels with leading axes")
-            return axis
-        target = _const(node.inputs[1])
-        if target is None:
-            raise Blocked(f"{label} has a computed shape")
-        literal = target.numpy().tolist()[axis]
-        if literal == self.units:
-            self.trace.edits.append(ShapeEdit(node.name, 1, axis, 1))
-        elif literal not in (-1, 0):
-            raise Blocked(f"{label} reshapes the channels to {literal}")
-        return axis
+    def _route(self, node: ir.Node, index: int, axis: int, runs: Segments) -> list:
+        routing = self._routing(node, axis)
+        if not any(route.source == index for route in routing.routes):
+            raise Blocked(f"{node.op_type} '{node.name}' uses the channels as input {index}")
+        for site in routing.counts:
+            counted = shifted(runs, site.start, site.stop, site.start)
+            if site.source == index and counted:
+                self.trace.counts.append(Count(node.name, site, counted))
+        found = []
+        for route in routing.routes:
+            moved = shifted(runs, route.start, route.stop, route.offset)
+            if route.source == index and moved:
+                found.append((node.outputs[route.target], axis, moved))
+        return found
 
-    def _consume_linear(self, node: ir.Node, value: ir.Value, axis: int) -> list:
+    def _consume_linear(self, node: ir.Node, value: ir.Value, axis: int, runs: Segments) -> list:
         label = f"{node.op_type} '{node.name}'"
         weight = node.inputs[1]
-        if _const(weight) is None or weight.shape is None or len(weight.shape) != 2:
+        if const(weight) is None or weight.shape is None or len(weight.shape) != 2:
             raise Blocked(f"{label} multiplies the channels with a non-constant tensor")
         if node.op_type == "Gemm":
-            if axis != 1 or _int_attr(node, "transA", 0):
+            if axis != 1 or int_attr(node, "transA", 0):
                 raise Blocked(f"{label}: channels are not Gemm's input features")
-            in_axis = 1 if _int_attr(node, "transB", 0) else 0
+            in_axis = 1 if int_attr(node, "transB", 0) else 0
         else:
-            if axis != _rank(value) - 1:
+            if axis != rank(value) - 1:
                 raise Blocked(f"{label}: channels are not MatMul's last axis")
             in_axis = 0
         if len(weight.uses()) > 1:
             raise Blocked(f"weight '{weight.name}' is shared by several nodes")
-        self.trace.slices.append(TensorSlice(weight.name, in_axis, "consumer", node.name))
+        self._slice(weight, in_axis, "consumer", runs, node.name)
         return []
 
-    def _consume_conv(self, node: ir.Node, axis: int) -> list:
+    def _consume_conv(self, node: ir.Node, value: ir.Value, axis: int, runs: Segments) -> list:
         label = f"Conv '{node.name}'"
         weight = node.inputs[1]
-        if axis != 1 or _const(weight) is None:
+        if axis != 1 or const(weight) is None:
             raise Blocked(f"{label}: channels are not its input channels")
-        group = _int_attr(node, "group", 1)
+        group, channels = int_attr(node, "group", 1), dim(value, 1)
         if group == 1:
-            self.trace.slices.append(TensorSlice(weight.name, 1, "consumer", node.name))
+            self._slice(weight, 1, "consumer", runs, node.name)
             return []
-        if group == self.units and weight.shape[0] == self.units and weight.shape[1] == 1:
-            self._slice_param(weight, 0)  # depthwise: output channel c reads input channel c
+        if group == channels and weight.shape[0] == channels and weight.shape[1] == 1:
+            self._slice_param(weight, 0, runs)  # depthwise: output channel c reads input c
             if len(node.inputs) > 2 and node.inputs[2] is not None:
-                self._slice_param(node.inputs[2], 0)
-            self.trace.attribute_edits.append(AttributeEdit(node.name, "group"))
-            return [(node.outputs[0], 1)]
+                self._slice_param(node.inputs[2], 0, runs)
+            site = CountSite(0, (group,), 0, channels, attribute="group", scalar=True)
+            self.trace.counts.append(Count(node.name, site, runs))
+            return [(node.outputs[0], 1, runs)]
         raise Blocked(f"{label} is a grouped convolution (group {group})")
 
-    def backward(self, value: ir.Value, axis: int) -> list[str]:
-        """Producers whose output channels reach ``value`` on ``axis``."""
+    def backward(self, value: ir.Value, axis: int) -> list[tuple[str, Segments]]:
+        """Producers whose units reach ``value`` on ``axis``, with the positions they take."""
+        key = (value.name, axis)
+        if key not in self.found:
+            self.found[key] = self._backward(value, axis)
+        return self.found[key]
+
+    def _backward(self, value: ir.Value, axis: int) -> list[tuple[str, Segments]]:
         node = value.producer()
         if node is None:
             raise Blocked(f"channels of '{value.name}' come from a graph input or constant")
         produced = producer_weight(node)
         if produced is not None:
-            if axis != _output_axis(node):
+            if axis != output_axis(node):
                 raise Blocked(f"'{value.name}' meets the channels on another axis")
-            return [produced[0].name]
+            weight, out_axis = produced
+            return [(weight.name, _whole(weight.shape[out_axis]))]
         knowledge = lookup(node)
         rule = knowledge.channels if knowledge else None
-        if rule in ("unary", "batchnorm", "pool") or (rule == "conv" and _depthwise(node)):
+        if rule in ("unary", "batchnorm", "pool") or (rule == "conv" and depthwise(node)):
             return self.backward(node.inputs[0], axis)
         if rule == "elementwise":
             found = []
             for operand in node.inputs:
-                if operand is not None and _const(operand) is None:
-                    operand_axis = axis - (_rank(value) - _rank(operand))
+                if operand is not None and const(operand) is None:
+                    operand_axis = axis - (rank(value) - rank(operand))
                     if operand_axis >= 0 and operand.shape[operand_axis] != 1:
                         found += self.backward(operand, operand_axis)
             return found
+        if rule == "route":
+            target = list(node.outputs).index(value)
+            return [
+                (name, moved)
+                for route in self._routing(node, axis).routes
+                if route.target == target
+                for name, runs in self.backward(node.inputs[route.source], axis)
+                if (moved := shifted(runs, route.start, route.stop, route.offset))
+            ]
         raise Blocked(f"channels of '{value.name}' come through {node.op_type} '{node.name}'")
 
 
-def _trace_producer(model: ir.Model, node: ir.Node) -> tuple[str, int, _Trace]:
+def _trace_producer(model: ir.Model, node: ir.Node) -> tuple[str, Trace]:
     weight, out_axis = producer_weight(node)
     units = weight.shape[out_axis]
-    tracer = _Tracer(model, units)
-    tracer.trace.slices.append(TensorSlice(weight.name, out_axis, "producer", node.name))
+    tracer = _Tracer(model, units, "channels" if lookup(node).channels == "conv" else "neurons")
+    whole = _whole(units)
+    tracer.trace.pieces.append(Piece(weight.name, out_axis, "producer", node.name, whole, units))
     try:
         if len(weight.uses()) > 1:
             raise Blocked(f"weight '{weight.name}' is shared by several nodes")
         bias_index = 2 if node.op_type in ("Conv", "Gemm") else None
         if bias_index is not None and len(node.inputs) > 2 and node.inputs[2] is not None:
             bias = node.inputs[2]
-            if _const(bias) is None or (bias.shape is not None and bias.shape[-1] != units):
+            if const(bias) is None or (bias.shape is not None and bias.shape[-1] != units):
                 raise Blocked(f"bias of '{node.name}' is not a per-channel constant")
-            tracer._slice_param(bias, len(bias.shape) - 1)
-        tracer.forward(node.outputs[0], _output_axis(node))
+            tracer._slice_param(bias, len(bias.shape) - 1, whole)
+        tracer.forward(node.outputs[0], output_axis(node))
     except Blocked as reason:
         tracer.trace.blocked = str(reason)
-    return weight.name, units, tracer.trace
-
-
-def _find(parent: dict[str, str], name: str) -> str:
-    while parent[name] != name:
-        parent[name] = parent[parent[name]]
-        name = parent[name]
-    return name
+    return weight.name, tracer.trace
 
 
 def find_channel_groups(model: ir.Model) -> list[ChannelGroup]:
     """All channel/neuron groups of a shape-inferred model, blocked ones with their reason."""
-    traces: dict[str, tuple[int, _Trace, str]] = {}
-    for node in model.graph:
-        if producer_weight(node) is not None:
-            name, units, trace = _trace_producer(model, node)
-            kind = "channels" if lookup(node).channels == "conv" else "neurons"
-            traces[name] = (units, trace, kind)
-    parent = {name: name for name in traces}
-    for name, (_, trace, _) in traces.items():
-        for partner in trace.partners:
-            if partner not in parent:
-                trace.blocked = trace.blocked or f"couples with '{partner}', which is not a layer"
-                continue
-            parent[_find(parent, partner)] = _find(parent, name)
-    members: dict[str, list[str]] = {}
-    for name in traces:
-        members.setdefault(_find(parent, name), []).append(name)
-    return [_merge(names, traces) for names in members.values()]
-
-
-def _merge(names: list[str], traces: dict[str, tuple[int, _Trace, str]]) -> ChannelGroup:
-    units = {traces[n][0] for n in names}
-    group = ChannelGroup(
-        id=names[0],
-        kind="channels" if any(traces[n][2] == "channels" for n in names) else "neurons",
-        units=min(units),
+    traces = dict(
+        _trace_producer(model, node) for node in model.graph if producer_weight(node) is not None
     )
-    seen = set()
-    for name in names:
-        _, trace, _ = traces[name]
-        group.blocked = group.blocked or trace.blocked
-        for piece in trace.slices:
-            if (piece.tensor, piece.axis) not in seen:
-                seen.add((piece.tensor, piece.axis))
-                group.slices.append(piece)
-        group.shape_edits += [e for e in trace.edits if e not in group.shape_edits]
-        group.attribute_edits += [
-            e for e in trace.attribute_edits if e not in group.attribute_edits
-        ]
-    if len(units) > 1:
-        group.blocked = group.blocked or f"coupled layers disagree on the channel count {units}"
-    return group
+    return build_groups(traces)

@@ -47,7 +47,10 @@ def unit_importance(
     """One score per unit of ``group``."""
     if method in ("l1", "l2"):
         order = 1 if method == "l1" else 2
-        total = sum(_weight_norms(arrays[p.tensor], p.axis, order) for p in group.producers)
+        total = sum(
+            group.unit_values(p, _weight_norms(arrays[p.tensor], p.axis, order))
+            for p in group.producers
+        )
         return _per_unit(total, group)
     total = np.zeros(group.units * group.unit_size)
     for consumer in group.consumers:
@@ -56,7 +59,7 @@ def unit_importance(
         channels = array.shape[consumer.axis]
         energy = layer.sum_sq.reshape(channels, -1).sum(axis=1)
         outgoing = _weight_norms(array, consumer.axis, 2)
-        total += np.sqrt(energy) * np.sqrt(outgoing)
+        total += group.unit_values(consumer, np.sqrt(energy) * np.sqrt(outgoing))
     return _per_unit(total, group)
 
 

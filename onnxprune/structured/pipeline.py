@@ -108,7 +108,26 @@ class StructuredResult:
         return {g["id"]: g["kept"] for g in self.pruned}
 
 
-def _selected(groups: list[ChannelGroup], options: StructuredOptions):
+def _routed_refusal(options: StructuredOptions, importance: str) -> str | None:
+    """Why groups routed through Concat/Split/Slice cannot be pruned with these options."""
+    unsupported = [
+        name
+        for name, used in (
+            ("obs importance", importance == "obs"),
+            ("--reconstruct", options.reconstruct),
+            ("--sequential-groups", options.sequential),
+        )
+        if used
+    ]
+    if not unsupported:
+        return None
+    return (
+        f"channels routed through Concat/Split/Slice: {', '.join(unsupported)} not supported "
+        "for them (use --importance l2 or activation)"
+    )
+
+
+def _selected(groups: list[ChannelGroup], options: StructuredOptions, importance: str = "l2"):
     kinds = TARGETS[options.target]
     chosen, skipped = [], []
     for group in groups:
@@ -116,6 +135,8 @@ def _selected(groups: list[ChannelGroup], options: StructuredOptions):
         reason = group.blocked
         if reason is None and group.kind not in kinds:
             reason = f"{group.kind} not in --target {options.target}"
+        if reason is None and group.routed:
+            reason = _routed_refusal(options, importance)
         if (
             reason is None
             and options.include
@@ -194,7 +215,7 @@ def prune_structured(
     NameFixPass()(model)  # edits and repairs refer to nodes by name
     ShapeInferencePass()(model)
     groups = find_channel_groups(model) + find_head_groups(model)
-    chosen, skipped = _selected(groups, options)
+    chosen, skipped = _selected(groups, options, importance)
     if decisions is not None:
         _check_decisions(chosen, decisions)
         chosen = [g for g in chosen if g.id in decisions]
