@@ -1,251 +1,239 @@
-"""Find attention heads in exported transformer graphs and group everything that depends on them.
+"""Find attention heads in exported transformer graphs, or say why a block cannot lose heads.
 
-The matcher recognises decomposed multi-head attention as the TorchScript and dynamo exporters
-write it: for each of Q, K and V, ``MatMul(x, W) [+ bias] -> Reshape [.., heads, head_dim] ->
-Transpose`` (heads moved to axis 1); ``MatMul(Q, Kᵀ)``, then elementwise scaling and masking
-(operands broadcast over heads), ``Softmax`` on the last axis and optional ``Dropout``;
-``MatMul(probabilities, V) -> Transpose -> Reshape [.., hidden] -> MatMul(·, W_out)``.
-A head is then ``head_dim`` consecutive columns of W_q, W_k, W_v (and bias entries) and the
-same rows of W_out; literal head counts and hidden sizes in the Reshape shapes are rewritten.
-Anything that does not fit is not reported as a head group (its layers stay blocked).
+Every ``MatMul`` of two computed tensors whose first input comes from a ``Softmax`` is a
+candidate (the ``MatMul(probabilities, V)`` of an attention block). ``attention.py`` traces it
+back to the Q, K and V projections and forward to the output projection; ``head_checks.py``
+proves that the shapes and uses stay consistent when heads go. A head (with grouped-query
+attention: a key/value head together with the query heads that share it) is then ``head_dim``
+consecutive columns of W_q, W_k, W_v (and their biases) and the matching rows of W_out. Literal
+head counts and hidden sizes in Reshape/Expand shapes are rewritten; sizes read at run time
+from ``Shape`` are left as they are, once proven to follow the heads. A candidate that fails is
+returned as a blocked group whose reason names the node where matching stopped.
+
+Why a hand matcher and not onnxscript's ``rewriter/ort_fusions/sdpa.py`` pattern: that pattern
+describes only the core (scaled ``MatMul(Q, Kᵀ)``, mask, ``Softmax``, ``Where(IsNaN)``,
+``MatMul(·, V)``), which is the easy part; it does not match the TorchScript export as written
+(its ``Where(IsNaN(p), 0, p)`` holds the 0 in a shape-[1] constant, refused with "is not a
+scalar, expecting 0.0"), and a failed ``OrValue`` alternative reports only "OrValue pattern does
+not match value". What decides whether heads can go lies outside it: projections, rotary
+embeddings, key/value repeats, ``Shape -> Gather -> Concat`` chains and who else reads each
+tensor. The matcher follows the same alternatives as onnxscript's pattern (three ways to
+transpose K, scaling of Q, K or the scores, optional mask and NaN guard) and, like
+``MatchResult.fail(reason, node)``, every refusal carries its reason and node.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
 
 import onnx_ir as ir
 
-from onnxprune.structured.groups import ChannelGroup, ShapeEdit, TensorSlice
+from onnxprune.structured.attention import HeadPath, Projection, Refused, trace_attention
+from onnxprune.structured.groups import ChannelGroup, TensorSlice
+from onnxprune.structured.head_checks import check_head_path
+from onnxprune.structured.shapes import constant_tensor
 
-__all__ = ["find_head_groups"]
+__all__ = [
+    "constant_tensor",
+    "find_head_groups",
+    "unshare_projection_biases",
+    "unshare_shape_concats",
+]
 
-_PASS_THROUGH = ("Dropout", "Identity", "Cast")
-
-
-class _NoMatch(Exception):
-    pass
-
-
-@dataclass
-class _Projection:
-    weight: ir.Value
-    bias: ir.Value | None
-    heads: int
-    head_dim: int
-    edit: ShapeEdit | None
+logger = logging.getLogger(__name__)
+_PASS = ("Identity", "Dropout", "Cast")
 
 
-def _single_producer(value: ir.Value | None, op_type: str) -> ir.Node:
-    node = value.producer() if value is not None else None
-    if node is None or node.op_type != op_type:
-        raise _NoMatch
-    return node
-
-
-def _skip(value: ir.Value) -> ir.Value:
+def _from_softmax(value: ir.Value) -> bool:
     node = value.producer()
-    while node is not None and node.op_type in _PASS_THROUGH:
-        value = node.inputs[0]
+    while node is not None and (node.op_type in _PASS or node.op_type == "Where"):
+        if node.op_type == "Where":
+            value = node.inputs[2]
+            guard = node.inputs[0].producer()
+            if guard is None or guard.op_type != "IsNaN":
+                return False
+        else:
+            value = node.inputs[0]
         node = value.producer()
-    return value
+    return node is not None and node.op_type == "Softmax"
 
 
-def constant_tensor(value: ir.Value | None):
-    """The constant held by ``value`` (an initializer or a Constant node's output), or None."""
-    if value is None:
-        return None
-    if value.const_value is not None:
-        return value.const_value
-    node = value.producer()
-    if node is not None and node.op_type == "Constant" and "value" in node.attributes:
-        return node.attributes["value"].value
-    return None
+def _is_candidate(node: ir.Node) -> bool:
+    if node.op_type != "MatMul" or len(node.inputs) != 2:
+        return False
+    if any(v is None or constant_tensor(v) is not None for v in node.inputs):
+        return False
+    return _from_softmax(node.inputs[0])
 
 
-def _shape_edit(reshape: ir.Node, position: int, literal: int, per_unit: int) -> ShapeEdit | None:
-    """How to rewrite the shape entry at ``position`` (None if it is -1/0, already implied)."""
-    shape = reshape.inputs[1]
-    if constant_tensor(shape) is not None:
-        found = constant_tensor(shape).numpy().tolist()[position]
-        edit = (reshape.name, 1, position)
-    else:
-        concat = _single_producer(shape, "Concat")
-        piece = concat.inputs[position] if position < len(concat.inputs) else None
-        tensor = constant_tensor(piece)
-        if tensor is None or tensor.size != 1:
-            raise _NoMatch
-        if any(p.shape is None or list(p.shape) != [1] for p in concat.inputs):
-            raise _NoMatch
-        found, edit = int(tensor.numpy().ravel()[0]), (concat.name, position, 0)
-    if found in (-1, 0):
-        return None
-    if found != literal:
-        raise _NoMatch
-    return ShapeEdit(edit[0], edit[1], edit[2], per_unit)
+def unshare_shape_concats(model: ir.Model) -> int:
+    """Give each Reshape/Expand its own copy of a shape ``Concat`` it shares with other nodes.
 
-
-def _projection(value: ir.Value) -> _Projection:
-    transpose = _single_producer(_skip(value), "Transpose")
-    perm = list(transpose.attributes.get_ints("perm", ()))
-    while transpose.inputs[0].producer() is not None and (
-        transpose.inputs[0].producer().op_type == "Transpose"
-    ):  # compose chained transposes (K is often split, then transposed again)
-        transpose = transpose.inputs[0].producer()
-        inner = list(transpose.attributes.get_ints("perm", ()))
-        perm = [inner[axis] for axis in perm] if len(inner) == len(perm) else []
-    reshape = _single_producer(transpose.inputs[0], "Reshape")
-    split = reshape.outputs[0].shape
-    if split is None or len(perm) != 4 or perm[1] != 2 or len(split) != 4:
-        raise _NoMatch
-    if [u.node for u in _uses_besides_shape_reads(reshape.inputs[0], {0, 1})] != [reshape]:
-        raise _NoMatch
-    node, bias = reshape.inputs[0].producer(), None
-    if node is not None and node.op_type == "Add":
-        if len(node.inputs[0].uses()) + len(node.inputs[1].uses()) != 2:
-            raise _NoMatch
-        constants = [v for v in node.inputs if v is not None and v.const_value is not None]
-        others = [v for v in node.inputs if v is not None and v.const_value is None]
-        if len(constants) != 1 or len(others) != 1 or len(constants[0].shape) != 1:
-            raise _NoMatch
-        bias, node = constants[0], others[0].producer()
-    if node is None or node.op_type != "MatMul":
-        raise _NoMatch
-    weight = node.inputs[1]
-    if weight.const_value is None or weight.shape is None or len(weight.shape) != 2:
-        raise _NoMatch
-    hidden, head_dim = weight.shape[1], split[3]
-    if not isinstance(head_dim, int) or hidden % head_dim:
-        raise _NoMatch
-    heads = hidden // head_dim
-    if split[2] not in (heads,) and isinstance(split[2], int):
-        raise _NoMatch
-    if bias is not None and list(bias.shape) != [hidden]:
-        raise _NoMatch
-    return _Projection(weight, bias, heads, head_dim, _shape_edit(reshape, 2, heads, 1))
-
-
-def _reaches_matmul(value: ir.Value, budget: int = 2000) -> bool:
-    """Whether a MatMul lies upstream of ``value`` (searching at most ``budget`` nodes)."""
-    pending, seen = [value], set()
-    while pending and len(seen) < budget:
-        node = pending.pop().producer()
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        if node.op_type == "MatMul":
-            return True
-        pending += [v for v in node.inputs if v is not None]
-    return len(seen) >= budget
-
-
-def _scores_matmul(value: ir.Value) -> ir.Node:
-    """Walk back from the attention probabilities to the ``MatMul(Q, Kᵀ)``.
-
-    Elementwise operands off the score path (masks) must be computed without any MatMul and
-    broadcast over the heads axis (size 1 there, or a symbolic size).
+    The model computes the same; a head count written in the copy can then be rewritten for one
+    attention block alone. Returns the number of copies made (names are deterministic).
     """
-    node = value.producer()
-    while node is not None and node.op_type != "MatMul":
-        if node.op_type == "Softmax":
-            if node.attributes.get_int("axis", -1) not in (-1, 3):
-                raise _NoMatch
-        elif node.op_type in ("Mul", "Div", "Add", "Sub", "Where"):
-            live = [v for v in node.inputs if v is not None and constant_tensor(v) is None]
-            main = [v for v in live if _reaches_matmul(v)]
-            if len(main) != 1:
-                raise _NoMatch
-            for operand in live:
-                if operand is not main[0] and operand.shape is not None and len(operand.shape) == 4:
-                    if isinstance(operand.shape[1], int) and operand.shape[1] != 1:
-                        raise _NoMatch  # a per-head operand (e.g. a bias) would need slicing
-            node = main[0].producer()
+    copies = 0
+    for concat in [n for n in model.graph if n.op_type == "Concat"]:
+        uses = list(concat.outputs[0].uses())
+        if len(uses) < 2 or any(u.node.op_type not in ("Reshape", "Expand") for u in uses):
             continue
-        elif node.op_type not in _PASS_THROUGH:
-            raise _NoMatch
-        node = node.inputs[0].producer()
-    if node is None:
-        raise _NoMatch
-    return node
+        for use in uses[1:]:
+            copy = ir.Node(
+                "",
+                "Concat",
+                list(concat.inputs),
+                attributes=list(concat.attributes.values()),
+                name=f"{concat.name}_for_{use.node.name}",
+            )
+            copy.outputs[0].name = f"{concat.outputs[0].name}_for_{use.node.name}"
+            model.graph.insert_after(concat, copy)
+            use.node.replace_input_with(use.idx, copy.outputs[0])
+            copies += 1
+    return copies
 
 
-def _uses_besides_shape_reads(value: ir.Value, untouched_axes: set[int]) -> list:
-    """Uses of ``value`` other than ``Shape -> Gather(constant index)`` reads of untouched axes."""
-    others = []
-    for use in value.uses():
-        if use.node.op_type != "Shape" or use.node.attributes:
-            others.append(use)
-            continue
-        for read in use.node.outputs[0].uses():
-            index = constant_tensor(read.node.inputs[1]) if read.node.op_type == "Gather" else None
-            if index is None or not set(index.numpy().ravel().tolist()) <= untouched_axes:
-                raise _NoMatch
-    return others
+def _shared_bias(value: ir.Value | None) -> ir.Value | None:
+    """The constant behind ``value`` if other nodes use it too (directly or via Identity)."""
+    node = value.producer() if value is not None else None
+    if node is not None and node.op_type == "Identity":
+        value = node.inputs[0]
+        return value if value.const_value is not None else None
+    shared = value is not None and value.const_value is not None and len(value.uses()) > 1
+    return value if shared else None
 
 
-def _output_projection(context: ir.Node, heads: int, head_dim: int):
-    uses = _uses_besides_shape_reads(context.outputs[0], {0, 2})
-    if len(uses) != 1 or uses[0].node.op_type != "Transpose":
-        raise _NoMatch
-    transpose = uses[0].node
-    if list(transpose.attributes.get_ints("perm", ())) != [0, 2, 1, 3]:
-        raise _NoMatch
-    uses = transpose.outputs[0].uses()
-    if len(uses) != 1 or uses[0].node.op_type != "Reshape":
-        raise _NoMatch
-    merge = uses[0].node
-    merged = merge.outputs[0].shape
-    if merged is None or len(merged) != 3 or merged[2] not in (heads * head_dim,):
-        if merged is None or len(merged) != 3 or isinstance(merged[2], int):
-            raise _NoMatch
-    edit = _shape_edit(merge, 2, heads * head_dim, head_dim)
-    uses = merge.outputs[0].uses()
-    if len(uses) != 1 or uses[0].node.op_type != "MatMul" or uses[0].idx != 0:
-        raise _NoMatch
-    consumer = uses[0].node
-    weight = consumer.inputs[1]
-    if weight.const_value is None or weight.shape is None or len(weight.shape) != 2:
-        raise _NoMatch
-    return consumer, weight, edit
+def unshare_projection_biases(model: ir.Model) -> int:
+    """Give each ``MatMul -> Add(bias) -> Reshape`` its own copy of a bias it shares.
+
+    Exporters store equal tensors once (the dynamo exporter as one initializer, the TorchScript
+    exporter behind ``Identity`` nodes), so the zero biases of a freshly initialised model are
+    one tensor for all projections; slicing one projection's heads must not slice the others'.
+    Returns the number of copies made (names are deterministic).
+    """
+    copies = 0
+    for node in [n for n in model.graph if n.op_type == "Add"]:
+        for index in (0, 1):
+            bias, other = _shared_bias(node.inputs[index]), node.inputs[1 - index]
+            producer = other.producer() if other is not None else None
+            feeds = {u.node.op_type for u in node.outputs[0].uses()}
+            if bias is None or producer is None or producer.op_type != "MatMul":
+                continue
+            if feeds != {"Reshape"}:
+                continue
+            name = f"{bias.name}_for_{node.name}"
+            copy = ir.Value(name=name, shape=bias.shape, type=bias.type)
+            copy.const_value = ir.Tensor(bias.const_value.numpy().copy(), name=name)
+            model.graph.register_initializer(copy)
+            node.replace_input_with(index, copy)
+            copies += 1
+    return copies
 
 
-def _match(context: ir.Node) -> ChannelGroup:
-    value = _projection(context.inputs[1])
-    scores = _scores_matmul(context.inputs[0])
-    query, key = _projection(scores.inputs[0]), _projection(scores.inputs[1])
-    shapes = {(p.heads, p.head_dim) for p in (query, key, value)}
-    if len(shapes) != 1:
-        raise _NoMatch
-    heads, head_dim = shapes.pop()
-    consumer, out_weight, merge_edit = _output_projection(context, heads, head_dim)
-    group = ChannelGroup(
-        id=f"heads:{out_weight.name}", kind="heads", units=heads, unit_size=head_dim
-    )
-    for projection in (query, key, value):
-        if len(projection.weight.uses()) > 1:
-            raise _NoMatch
-        node = projection.weight.uses()[0].node
-        group.slices.append(TensorSlice(projection.weight.name, 1, "producer", node.name))
+def _output_projection(path: HeadPath, context: ir.Node, head_dim: int) -> tuple[ir.Node, int]:
+    """Follow the context to ``MatMul(·, W_out)``; returns the node and its weight's axis."""
+    value, axis, elements = context.outputs[0], 1, 1
+    while True:
+        path.axes[value] = (axis, "q", elements)
+        uses = [u for u in value.uses() if u.node.op_type != "Shape"]
+        if len(uses) != 1:
+            users = ", ".join(f"{u.node.op_type} '{u.node.name}'" for u in uses)
+            raise Refused(f"'{value.name}', which follows the heads, is used by: {users}")
+        node = uses[0].node
+        path.nodes.add(node)
+        ranks = [len(v.shape) if v.shape is not None else None for v in (value, node.outputs[0])]
+        if node.op_type in _PASS:
+            value = node.outputs[0]
+        elif node.op_type == "Transpose":
+            axis = list(node.attributes.get_ints("perm", ())).index(axis)
+            value = node.outputs[0]
+        elif node.op_type == "Reshape" and ranks == [4, 4]:
+            path.checks.append((node, axis, "q", elements))
+            value = node.outputs[0]
+        elif node.op_type == "Reshape" and ranks == [4, 3] and axis == 2 and elements == 1:
+            elements = head_dim
+            path.checks.append((node, 2, "q", elements))
+            value = node.outputs[0]
+        elif node.op_type == "MatMul" and uses[0].idx == 0 and elements > 1:
+            weight = node.inputs[1]
+            if constant_tensor(weight) is None or len(weight.shape) != 2 or axis != ranks[0] - 1:
+                raise Refused("the output projection is not a constant 2-D weight", node)
+            return node, 0
+        else:
+            raise Refused(f"{node.op_type} after the attention context", node)
+
+
+def _check_projections(projections: dict[str, Projection]) -> tuple[int, int]:
+    query, key, value = projections["query"], projections["key"], projections["value"]
+    if key.heads != value.heads or query.head_dim != key.head_dim:
+        raise Refused(
+            f"Q, K, V heads disagree ({query.heads}x{query.head_dim}, {key.heads}x"
+            f"{key.head_dim}, {value.heads}x{value.head_dim})",
+            query.split,
+        )
+    if query.heads % key.heads:
+        raise Refused(f"{query.heads} query heads do not share {key.heads} key/value heads")
+    for projection in projections.values():
+        if len(projection.weight.uses()) != 1:
+            raise Refused(f"weight '{projection.weight.name}' is shared by several nodes")
+        if projection.bias is not None and len(projection.bias.uses()) != 1:
+            raise Refused(f"bias '{projection.bias.name}' is shared by several nodes")
+    return key.heads, query.heads // key.heads
+
+
+def _projection_slices(group: ChannelGroup, projection: Projection, per_unit: int) -> list:
+    """W and bias of a projection with ``per_unit`` columns per unit: whole units when that is
+    the group's unit size, else (key/value heads shared by several query heads) explicitly."""
+    if per_unit == group.unit_size:
+        slices = [TensorSlice(projection.weight.name, 1, "producer", projection.matmul.name)]
         if projection.bias is not None:
-            group.slices.append(TensorSlice(projection.bias.name, 0, "param"))
-        if projection.edit is not None and projection.edit not in group.shape_edits:
-            group.shape_edits.append(projection.edit)
+            slices.append(TensorSlice(projection.bias.name, 0, "param"))
+        return slices
+    units = tuple(u for u in range(group.units) for _ in range(per_unit))
+    positions = tuple(range(len(units)))
+    tensors = [(projection.weight, 1), (projection.bias, 0)]
+    return [
+        TensorSlice(value.name, axis, "param", units=units, positions=positions)
+        for value, axis in tensors
+        if value is not None
+    ]
+
+
+def _match(model: ir.Model, context: ir.Node) -> ChannelGroup:
+    path, projections = trace_attention(context)
+    units, repeat = _check_projections(projections)
+    value = projections["value"]
+    consumer, _ = _output_projection(path, context, value.head_dim)
+    out_weight = consumer.inputs[1]
+    if len(out_weight.uses()) != 1:
+        raise Refused(f"weight '{out_weight.name}' is shared by several nodes", consumer)
+    edits = check_head_path(model, path, units, repeat)
+    group = ChannelGroup(
+        id=f"heads:{out_weight.name}", kind="heads", units=units, unit_size=repeat * value.head_dim
+    )
+    for name, projection in projections.items():
+        per_unit = projection.head_dim * (repeat if name == "query" else 1)
+        group.slices += _projection_slices(group, projection, per_unit)
     group.slices.append(TensorSlice(out_weight.name, 0, "consumer", consumer.name))
-    if merge_edit is not None:
-        group.shape_edits.append(merge_edit)
+    group.shape_edits.extend(edits)
     return group
 
 
 def find_head_groups(model: ir.Model) -> list[ChannelGroup]:
-    """One group per recognised attention block, in graph order."""
+    """One group per attention candidate, in graph order; refused ones blocked with the reason.
+
+    Shared shape ``Concat`` nodes and projection biases are first given one copy per consumer
+    (``unshare_shape_concats``, ``unshare_projection_biases``): the model changes, not its
+    function.
+    """
+    unshare_shape_concats(model)
+    unshare_projection_biases(model)
     groups = []
-    for node in model.graph:
-        if node.op_type != "MatMul" or any(
-            v is None or v.const_value is not None for v in node.inputs
-        ):
-            continue
+    for node in [n for n in model.graph if _is_candidate(n)]:
         try:
-            groups.append(_match(node))
-        except _NoMatch:
-            continue
+            groups.append(_match(model, node))
+        except Refused as reason:
+            logger.info("attention at '%s' refused: %s", node.name, reason)
+            groups.append(
+                ChannelGroup(id=f"heads:{node.name}", kind="heads", units=0, blocked=str(reason))
+            )
     return groups
