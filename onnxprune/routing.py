@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+import numpy as np
 import onnx_ir as ir
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "Routing",
     "RoutingRule",
     "concat_routing",
+    "constant_ints",
     "slice_routing",
     "split_routing",
 ]
@@ -87,14 +89,31 @@ def _axis(attribute: int, rank: int) -> int:
     return attribute + rank if attribute < 0 else attribute
 
 
+def constant_ints(value: ir.Value) -> np.ndarray | None:
+    """The integers held by an initializer or a ``Constant`` node's output, else None."""
+    if value.const_value is not None:
+        return value.const_value.numpy()
+    node = value.producer()
+    if node is None or node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
+        return None
+    if "value" in node.attributes:
+        return node.attributes["value"].value.numpy()
+    if "value_ints" in node.attributes:
+        return np.array(node.attributes.get_ints("value_ints"), dtype=np.int64)
+    if "value_int" in node.attributes:
+        return np.array(node.attributes.get_int("value_int"), dtype=np.int64)
+    return None
+
+
 def _ints(node: ir.Node, index: int, attribute: str) -> tuple[list[int] | None, str | None]:
     """An integer list given as input ``index`` (opsets that take it as an input) or attribute:
     ``(values, where)``, ``(None, None)`` when absent, ``(None, reason)`` when computed."""
     value = node.inputs[index] if len(node.inputs) > index else None
     if value is not None:
-        if value.const_value is None:
+        values = constant_ints(value)
+        if values is None:
             return None, f"'{value.name}' is computed, not a constant"
-        return [int(v) for v in value.const_value.numpy().ravel()], "input"
+        return [int(v) for v in values.ravel()], "input"
     if attribute in node.attributes:
         return list(node.attributes.get_ints(attribute)), "attribute"
     return None, None

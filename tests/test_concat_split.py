@@ -234,6 +234,11 @@ SPLIT_FORMS = {  # name -> (opset, Split line, constants)
     "opset13_equal": (13, "y0, y1 = Split<axis=1>(r)", ""),
     "opset18_num_outputs": (18, "y0, y1 = Split<axis=1, num_outputs=2>(r)", ""),
     "opset18_negative_axis": (18, "y0, y1 = Split<axis=-3>(r, sizes)", SIZES),
+    "opset13_constant_node": (
+        13,
+        "sizes = Constant<value = int64[2] {4, 4}>()\n        y0, y1 = Split<axis=1>(r, sizes)",
+        "",
+    ),
 }
 
 
@@ -362,6 +367,16 @@ SLICE_FORMS = {  # name -> (opset, Slice line, constants, spatial rows, w2 input
         4,
         (1,),
         (INT64_MAX,),
+    ),
+    "opset13_constant_nodes": (
+        13,
+        "starts = Constant<value_ints = [2]>()\n        ends = Constant<value = int64[1] {6}>()"
+        "\n        axes = Constant<value_ints = [1]>()\n        s = Slice(r, starts, ends, axes)",
+        "",
+        4,
+        4,
+        (1,),
+        (3,),
     ),
     "opset18_two_axes": (
         18,

@@ -19,6 +19,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass, ShapeInferencePass
 
 from onnxprune.errors import InputError
+from onnxprune.routing import constant_ints
 from onnxprune.structured.groups import ChannelGroup, ShapeEdit
 from onnxprune.structured.heads import constant_tensor
 
@@ -87,7 +88,7 @@ def _write_counts(model: ir.Model, nodes: dict, groups: list[ChannelGroup], remo
 
 def _write_input(model: ir.Model, node: ir.Node, index: int, values: list[int]) -> None:
     old = node.inputs[index] if len(node.inputs) > index else None
-    dtype = old.const_value.numpy().dtype if old is not None else np.int64
+    dtype = constant_ints(old).dtype if old is not None else np.int64
     array = np.array(values, dtype=dtype)
     name = f"{node.name}_input{index}_pruned".replace("/", "_")
     tensor = ir.Tensor(array, name=name)
