@@ -1,10 +1,13 @@
 """Turn errors into one line on stderr and an exit code; tracebacks only with ``--debug``.
 
-Exit codes: 0 success, 1 a verification gate failed, 2 usage or input error, 3 internal error.
+Exit codes: 0 success, 1 a verification gate failed, 2 usage or input error (including a file
+system that refuses a read or write), 3 internal error. Paths inside a command's staging folder
+are shown as their destinations.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 from typing import Any
@@ -12,15 +15,46 @@ from typing import Any
 import click
 
 from onnxprune.errors import OnnxpruneError
+from onnxprune.paths import os_error_message, unstage_text
 
 __all__ = ["EXIT_GATE_FAILED", "EXIT_INPUT", "EXIT_INTERNAL", "OneLineErrorGroup"]
 
 EXIT_GATE_FAILED, EXIT_INPUT, EXIT_INTERNAL = 1, 2, 3
 
+# The environment refused a file operation (full disk, permissions, read-only file system, a
+# folder where a file should be, a name too long, ...): the user's to fix, exit 2.
+FILE_SYSTEM_ERRORS = frozenset(
+    {
+        errno.EACCES,
+        errno.EDQUOT,
+        errno.EEXIST,
+        errno.EFBIG,
+        errno.EIO,
+        errno.EISDIR,
+        errno.ENAMETOOLONG,
+        errno.ENOENT,
+        errno.ENOSPC,
+        errno.ENOTDIR,
+        errno.EPERM,
+        errno.EROFS,
+        errno.EXDEV,
+    }
+)
+
+
 
 def _fail(message: str, code: int) -> None:
     click.echo(f"onnxprune: error: {message}", err=True)
     sys.exit(code)
+
+
+def _internal(error: Exception) -> None:
+    """A bug: say so in one line, keep the traceback for ``--debug``."""
+    detail = unstage_text(str(error).splitlines()[0]) if str(error).strip() else ""
+    _fail(
+        f"internal error: {type(error).__name__}: {detail} (rerun with --debug for the traceback)",
+        EXIT_INTERNAL,
+    )
 
 
 class OneLineErrorGroup(click.Group):
@@ -44,14 +78,11 @@ class OneLineErrorGroup(click.Group):
         except OnnxpruneError as error:
             if debug:
                 raise
-            _fail(str(error).replace("\n", " "), EXIT_INPUT)
-        except Exception as error:  # a bug: say so in one line, keep the traceback for --debug
+            _fail(unstage_text(str(error)).replace("\n", " "), EXIT_INPUT)
+        except Exception as error:
             if debug:
                 raise
-            detail = str(error).splitlines()[0] if str(error) else ""
-            _fail(
-                f"internal error: {type(error).__name__}: {detail}"
-                " (rerun with --debug for the traceback)",
-                EXIT_INTERNAL,
-            )
+            if isinstance(error, OSError) and error.errno in FILE_SYSTEM_ERRORS:
+                _fail(os_error_message(error).replace("\n", " "), EXIT_INPUT)
+            _internal(error)
         sys.exit(code or 0)

@@ -25,8 +25,9 @@ from cli.options import (
     verify_options_from,
 )
 from onnxprune.inspection import render_inspection
+from onnxprune.paths import StagedOutputs, check_writes, model_reads, model_writes, unstaged
 from onnxprune.quantize import MODES
-from onnxprune.report import render_report, write_json
+from onnxprune.report import render_report, to_json, write_json
 
 __all__ = ["main"]
 
@@ -40,10 +41,25 @@ def main(debug: bool) -> None:
     """Prune, compress and verify ONNX models; every result is checked with onnxruntime."""
 
 
-def _emit(report: dict, as_json: bool, report_path: Path | None) -> None:
+def _outputs(reads: list[Any], writes: list[Any]) -> StagedOutputs:
+    """Check every destination against every file read, before any work; stage them.
+
+    The staged files are removed when the command ends without ``_emit`` committing them.
+    """
+    destinations = [Path(w) for w in writes if w is not None]
+    check_writes(reads, destinations)
+    staged = StagedOutputs(destinations)
+    click.get_current_context().call_on_close(staged.discard)
+    return staged
+
+
+def _emit(report: dict, as_json: bool, report_path: Path | None, out: StagedOutputs) -> None:
+    """Write the report beside the staged outputs, move them all into place, then print."""
+    report = unstaged(report)
     if report_path is not None:
-        write_json(report_path, report)
-    click.echo(json.dumps(report, indent=2) if as_json else render_report(report))
+        write_json(out(report_path), report)
+    out.commit()
+    click.echo(to_json(report).rstrip("\n") if as_json else render_report(report))
 
 
 def _parse_dims(dims: tuple[str, ...]) -> dict[str, int]:
@@ -68,9 +84,12 @@ def _replayed(model: Path, params: dict[str, Any]) -> dict[str, list[int]] | Non
     return onnxprune.decisions_from_manifest(data, model)
 
 
-def _write_manifest(report: dict, model: Path, params: dict[str, Any]) -> None:
+def _write_manifest(
+    report: dict, model: Path, params: dict[str, Any], out: StagedOutputs
+) -> None:
     if params.get("manifest") is not None:
-        write_json(params["manifest"], onnxprune.manifest(report, model))
+        write_json(out(params["manifest"]), onnxprune.manifest(report, model))
+
 
 
 def _finish(report: dict) -> None:
@@ -106,11 +125,15 @@ def inspect(model: Path, as_json: bool, dims: tuple[str, ...], debug: bool) -> N
 def prune(model: Path, output: Path, report: Path | None, as_json: bool, **params: Any) -> None:
     """Prune MODEL (zero weights, or remove units with --structured) and write OUTPUT."""
     options = prune_options_from(params)
-    result = onnxprune.prune_file(
-        model, output, options, calibration_options_from(params), _replayed(model, params)
+    out = _outputs(
+        [*model_reads(model), params["calibration"], params["replay"]],
+        [*model_writes(output), report, params["manifest"]],
     )
-    _write_manifest(result, model, params)
-    _emit(result, as_json, report)
+    result = onnxprune.prune_file(
+        model, out(output), options, calibration_options_from(params), _replayed(model, params)
+    )
+    _write_manifest(result, model, params, out)
+    _emit(result, as_json, report, out)
 
 
 @main.command()
@@ -123,10 +146,11 @@ def verify(
     baseline: Path, candidate: Path, report: Path | None, as_json: bool, **params: Any
 ) -> None:
     """Compare CANDIDATE with BASELINE in onnxruntime: accuracy, agreement, groups, speed, size."""
+    out = _outputs([*model_reads(baseline), *model_reads(candidate), params["data"]], [report])
     result = onnxprune.verify_files(
         baseline, candidate, verify_options_from(params), gates_from(params)
     )
-    _emit(result, as_json, report)
+    _emit(result, as_json, report, out)
     _finish(result)
 
 
@@ -169,6 +193,10 @@ def compress(
 ) -> None:
     """Clean up, prune, optionally quantize and verify MODEL; write the model and a report."""
     output, default_report = onnxprune.default_outputs(model, output)
+    out = _outputs(
+        [*model_reads(model), params["calibration"], params["data"], params["replay"]],
+        [*model_writes(output), report or default_report, params["manifest"]],
+    )
     options = prune_options_from(params)
     quantize = None
     if params["quantize"]:
@@ -176,7 +204,7 @@ def compress(
         quantize = quantize_options_from(params, mode, params["quantize_exclude"])
     result = onnxprune.compress_file(
         model,
-        output,
+        out(output),
         options,
         verify_options_from(params),
         gates_from(params),
@@ -186,8 +214,8 @@ def compress(
         cleanup=params["cleanup"],
         auto_exclude=params["auto_exclude"],
     )
-    _write_manifest(result, model, params)
-    _emit(result, as_json, report or default_report)
+    _write_manifest(result, model, params, out)
+    _emit(result, as_json, report or default_report, out)
     _finish(result)
 
 
@@ -220,15 +248,19 @@ def compress(
 def quantize(model: Path, output: Path, report: Path | None, as_json: bool, **params: Any) -> None:
     """Quantize MODEL's weights with onnxruntime's tools, verify, and write OUTPUT."""
     options = quantize_options_from(params, params["mode"], params["exclude"])
+    out = _outputs(
+        [*model_reads(model), params["calibration"], params["data"]],
+        [*model_writes(output), report],
+    )
     result = onnxprune.quantize_file(
         model,
-        output,
+        out(output),
         options,
         verify_options_from(params),
         gates_from(params),
         auto_exclude=params["auto_exclude"],
     )
-    _emit(result, as_json, report)
+    _emit(result, as_json, report, out)
     _finish(result)
 
 
@@ -260,10 +292,14 @@ def drop_layers(
         max_cosine_drop=params["max_cosine_drop"],
         calibration=None if params["calibration"] is None else str(params["calibration"]),
     )
-    result = onnxprune.drop_layers(
-        model, output, options, verify_options_from(params), gates_from(params)
+    out = _outputs(
+        [*model_reads(model), params["calibration"], params["data"]],
+        [*model_writes(output), report],
     )
-    _emit(result, as_json, report)
+    result = onnxprune.drop_layers(
+        model, out(output), options, verify_options_from(params), gates_from(params)
+    )
+    _emit(result, as_json, report, out)
     _finish(result)
 
 
@@ -289,15 +325,16 @@ def drop_layers(
 @debug_option
 def grow(model: Path, output: Path, report: Path | None, as_json: bool, **params: Any) -> None:
     """Grow MODEL by function-preserving insertion (--deeper) or Net2Net widening (--wider)."""
+    out = _outputs([*model_reads(model), params["data"]], [*model_writes(output), report])
     result = onnxprune.grow(
         model,
-        output,
+        out(output),
         verify_options_from(params),
         deeper=params["deeper"],
         wider=params["wider"],
         factor=params["factor"],
     )
-    _emit(result, as_json, report)
+    _emit(result, as_json, report, out)
     _finish(result)
 
 

@@ -8,8 +8,9 @@ Without a data file, ``synthetic_dataset`` builds inputs from the model's input 
 
 from __future__ import annotations
 
+import logging
+import math
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxprune.errors import InputError
+from onnxprune.npz import read_npz
 
 __all__ = [
     "Dataset",
@@ -27,7 +29,10 @@ __all__ = [
     "synthetic_dataset",
 ]
 
+logger = logging.getLogger(__name__)
+
 LABEL = "label"
+MAX_SYNTHETIC_BYTES = 1 << 30
 GROUP_PREFIX = "group."
 
 
@@ -77,24 +82,6 @@ class Dataset:
         return {name: array[start:stop] for name, array in self.inputs.items()}
 
 
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise InputError(f"{path}: no such data file")
-    if not zipfile.is_zipfile(path):
-        raise InputError(f"{path}: not a readable .npz file (not a zip archive)")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
-    except ValueError as error:
-        if "pickle" in str(error):
-            raise InputError(
-                f"{path}: holds object arrays; store strings as fixed-width unicode ('U') arrays"
-            ) from error
-        raise InputError(f"{path}: not a readable .npz file ({error})") from error
-    except (OSError, zipfile.BadZipFile, EOFError) as error:
-        raise InputError(f"{path}: not a readable .npz file ({error})") from error
-
-
 def _check_input(path: Path, spec: InputSpec, array: np.ndarray) -> None:
     if array.dtype != spec.dtype:
         raise InputError(
@@ -124,10 +111,32 @@ def _check_column(path: Path, name: str, array: np.ndarray, kinds: str) -> None:
         raise InputError(f"{path}: array '{name}' must be a 1-D array of kind {kinds!r}")
 
 
+def _as_text(path: Path, name: str, column: np.ndarray) -> np.ndarray:
+    """Byte-string columns (``S`` arrays) as unicode text, so groups are named ``Male``."""
+    if column.dtype.kind != "S":
+        return column
+    try:
+        return np.char.decode(column, "utf-8")
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: array '{name}' holds bytes that are not UTF-8 text") from error
+
+
+def _warn_non_finite(path: Path, inputs: dict[str, np.ndarray]) -> None:
+    for name, array in inputs.items():
+        if array.dtype.kind in "fc" and not np.isfinite(array).all():
+            logger.warning(
+                "warning: %s: array '%s' holds %d NaN or infinite values; outputs computed "
+                "from them are not finite either",
+                path,
+                name,
+                int(np.count_nonzero(~np.isfinite(array))),
+            )
+
+
 def load_dataset(path: str | os.PathLike, specs: list[InputSpec]) -> Dataset:
     """Read ``path`` and check it against the model's inputs."""
     path = Path(path)
-    arrays = _read_npz(path)
+    arrays = read_npz(path)
     expected = {spec.name for spec in specs}
     for name in arrays:
         if name not in expected and name != LABEL and not name.startswith(GROUP_PREFIX):
@@ -144,7 +153,11 @@ def load_dataset(path: str | os.PathLike, specs: list[InputSpec]) -> Dataset:
     labels = arrays.get(LABEL)
     if labels is not None:
         _check_column(path, LABEL, labels, "iub")
-    groups = {n[len(GROUP_PREFIX) :]: a for n, a in arrays.items() if n.startswith(GROUP_PREFIX)}
+    groups = {
+        n[len(GROUP_PREFIX) :]: _as_text(path, n, a)
+        for n, a in arrays.items()
+        if n.startswith(GROUP_PREFIX)
+    }
     for attribute, column in groups.items():
         _check_column(path, GROUP_PREFIX + attribute, column, "iuUSb")
         if column.ndim != 1:
@@ -156,6 +169,7 @@ def load_dataset(path: str | os.PathLike, specs: list[InputSpec]) -> Dataset:
     if not lengths or min(lengths.values()) == 0:
         raise InputError(f"{path}: holds no samples")
     inputs = {spec.name: arrays[spec.name] for spec in specs}
+    _warn_non_finite(path, inputs)
     return Dataset(inputs, labels, groups, source=str(path))
 
 
@@ -188,6 +202,18 @@ def _synthetic_array(
     return rng.integers(0, min(100, bound or 100), size=shape).astype(spec.dtype)
 
 
+def _check_synthetic_size(specs: list[InputSpec], samples: int) -> None:
+    """Refuse inputs whose static dims would make synthetic samples absurdly large."""
+    for spec in specs:
+        dims = (d if isinstance(d, int) else 16 for d in spec.dims)
+        elements = samples * math.prod(dims)
+        if elements * 8 > MAX_SYNTHETIC_BYTES:  # drawn as float64 or int64 first
+            raise InputError(
+                f"model input {spec.describe()} would need {elements * 8 / (1 << 30):,.1f} GiB "
+                f"for {samples} synthetic samples; give real data (--data)"
+            )
+
+
 def synthetic_dataset(
     specs: list[InputSpec],
     samples: int = 32,
@@ -200,6 +226,7 @@ def synthetic_dataset(
     indexes a table of n rows (``bounds``, see ``index_bounds``: token type ids index 2);
     inputs named like a mask are all ones; dynamic non-batch dims are 16.
     """
+    _check_synthetic_size(specs, samples)
     rng = np.random.default_rng(seed)
     bounds = bounds or {}
     inputs = {s.name: _synthetic_array(s, samples, rng, bounds.get(s.name)) for s in specs}

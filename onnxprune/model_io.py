@@ -7,7 +7,9 @@ Guarantees:
 * ``save_model`` writes the model (and its external data file, if any) into a temporary folder
   beside the destination, checks it with the full ONNX checker and by opening it in
   onnxruntime, and only then renames the files into place. A failure leaves nothing behind and
-  never touches an existing input. The same model always serializes to the same bytes.
+  never touches an existing input (compared after resolving symlinks and hard links); a file
+  system that refuses the write (full, read-only, no permission) is an ``InputError`` naming
+  the destination. The same model always serializes to the same bytes.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from pathlib import Path
 import onnx
 import onnx_ir as ir
 import onnxruntime as ort
-from google.protobuf.message import DecodeError
 
 from onnxprune.errors import InputError
+from onnxprune.paths import os_error_message, same_file
+from onnxprune.proto_check import check_proto
 
 __all__ = [
     "check_distinct_output",
@@ -47,22 +50,32 @@ def _first_line(error: BaseException) -> str:
 
 
 def load_model(path: str | os.PathLike) -> ir.Model:
-    """Load ``path`` into an onnx-ir model, validating the file and its external data."""
+    """Load ``path`` into an onnx-ir model, validating the file and its external data.
+
+    Raises:
+        InputError: naming the file, for anything that makes it unusable: not a protobuf, a
+            truncated or damaged model, tensors whose data does not fit their shape and type,
+            missing or short external data, a model the ONNX checker rejects.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such model file")
     try:
         proto = onnx.load(str(path), load_external_data=False)
-        if not proto.graph.output:
-            raise ValueError("the graph has no outputs")
+    except OSError as error:
+        raise InputError(os_error_message(error, path)) from error
+    except Exception as error:  # protobuf and onnx raise several types for a damaged file
+        raise InputError(f"{path}: not a valid ONNX model ({_first_line(error)})") from error
+    check_proto(proto, path)
+    try:
         model = ir.serde.deserialize_model(proto)
-    except (DecodeError, RuntimeWarning, ValueError) as error:
+    except Exception as error:  # onnx-ir raises many types for inconsistent protos
         raise InputError(f"{path}: not a valid ONNX model ({_first_line(error)})") from error
     ir.external_data.set_base_dir(model.graph, path.parent)
     _check_external_data(model, path)
     try:
         onnx.checker.check_model(str(path))
-    except onnx.checker.ValidationError as error:
+    except Exception as error:  # ValidationError, or onnx's C++ errors on odd protos
         raise InputError(f"{path}: not a valid ONNX model ({_first_line(error)})") from error
     return model
 
@@ -93,7 +106,12 @@ def _check_external_data(model: ir.Model, path: Path) -> None:
                 f"{path}: external data file '{tensor.location}' of tensor '{tensor.name}' "
                 f"is missing (looked in {data_file.parent})"
             )
-        end = tensor.offset + (tensor.length if tensor.length is not None else tensor.nbytes)
+        if tensor.length is not None and tensor.length != tensor.nbytes:
+            raise InputError(
+                f"{path}: external data of tensor '{tensor.name}' is {tensor.length} bytes "
+                f"long, its shape and type need {tensor.nbytes}"
+            )
+        end = tensor.offset + tensor.nbytes
         if end > data_file.stat().st_size:
             raise InputError(
                 f"{path}: external data file '{tensor.location}' is truncated "
@@ -137,12 +155,14 @@ def _check_written_model(path: Path) -> None:
 def check_distinct_output(
     output: str | os.PathLike, protected: Sequence[Path], external_data: bool
 ) -> None:
-    """Refuse an output path (or its data file) that would overwrite one of ``protected``."""
+    """Refuse an output path (or its data file) that would overwrite one of ``protected``.
+
+    Paths are compared after resolving symlinks, and hard links to one file count as one.
+    """
     output = Path(output)
     targets = [output] + ([output.with_name(output.name + ".data")] if external_data else [])
-    protected_resolved = {p.resolve() for p in protected}
     for target in targets:
-        if target.resolve() in protected_resolved:
+        if any(same_file(target, source) for source in protected):
             raise InputError(f"{target}: output would overwrite the input model's files")
 
 
@@ -168,8 +188,15 @@ def save_model(
     check_distinct_output(path, protected, external_data)
     if not path.parent.is_dir():
         raise InputError(f"{path}: output folder {path.parent} does not exist")
+    try:
+        return _write_checked(model, path, external_data)
+    except OSError as error:  # no space, no permission, read-only, a name too long, ...
+        raise InputError(os_error_message(error, path)) from error
+
+
+def _write_checked(model: ir.Model, path: Path, external_data: bool) -> list[Path]:
     data_name = path.name + ".data"
-    workdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    workdir = Path(tempfile.mkdtemp(prefix=".onnxprune-save-", dir=path.parent))
     try:
         staged = workdir / path.name
         if external_data:

@@ -7,13 +7,18 @@ The JSON has a ``schema_version``; fields are documented in the README. Everythi
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections import Counter
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
-__all__ = ["SCHEMA_VERSION", "build_report", "render_report", "write_json"]
+from onnxprune.errors import InputError
+from onnxprune.paths import os_error_message
+
+__all__ = ["SCHEMA_VERSION", "build_report", "render_report", "to_json", "write_json"]
 
 SCHEMA_VERSION = 1
 
@@ -48,17 +53,51 @@ def build_report(
     }
 
 
+def _finite(value: Any, where: str, found: list[str]) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        found.append(where)
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v, f"{where}.{k}" if where else str(k), found) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v, f"{where}[{i}]", found) for i, v in enumerate(value)]
+    return value
+
+
+def to_json(data: dict) -> str:
+    """``data`` as indented, strictly valid JSON.
+
+    NaN and infinite numbers (a model whose outputs are not finite) are written as ``null``,
+    and a top-level ``non_finite`` list names those fields (``verification.quality.cosine_mean``).
+    """
+    found: list[str] = []
+    clean = _finite(data, "", found)
+    if found:
+        clean["non_finite"] = found
+    return json.dumps(clean, indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+
 def write_json(path: str | os.PathLike, data: dict) -> None:
-    """Write ``data`` as indented JSON to ``path`` atomically (temporary file, then rename)."""
+    """Write ``data`` (see ``to_json``) to ``path`` atomically (temporary file, then rename).
+
+    Raises:
+        InputError: the file cannot be written (missing folder, no space, no permission, ...).
+    """
     path = Path(path)
-    text = json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n"
-    handle = tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=f".{path.name}.", delete=False, encoding="utf-8"
-    )
+    text = to_json(data)
+    try:
+        handle = tempfile.NamedTemporaryFile(
+            "w", dir=path.parent, prefix=f".{path.name}.", delete=False, encoding="utf-8"
+        )
+    except OSError as error:
+        raise InputError(os_error_message(error, path)) from error
     try:
         with handle:
             handle.write(text)
         os.replace(handle.name, path)
+    except OSError as error:
+        Path(handle.name).unlink(missing_ok=True)
+        raise InputError(os_error_message(error, path)) from error
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
         raise
