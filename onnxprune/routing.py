@@ -121,9 +121,10 @@ def _ints(node: ir.Node, index: int, attribute: str) -> tuple[list[int] | None, 
 
 def concat_routing(node: ir.Node, axis: int, opset: int) -> Routing | str:
     """Input i's positions follow the inputs before it along the concatenation axis."""
-    rank = len(node.outputs[0].shape) if node.outputs[0].shape is not None else None
-    if rank is None:
-        return "output rank unknown (shape inference failed)"
+    shapes = [v.shape for v in (node.outputs[0], *node.inputs) if v is not None and v.shape]
+    if not shapes:
+        return "ranks unknown (shape inference failed)"
+    rank = len(shapes[0])
     joined = _axis(node.attributes.get_int("axis", 1), rank)  # optional (default 1) before 4
     if joined != axis:
         return f"joins tensors on axis {joined}, the channels are on axis {axis}"

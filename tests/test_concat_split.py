@@ -148,6 +148,17 @@ CONCAT = {
         {"wa": (2, 3, 1, 1), "wb": (3, 3, 1, 1), "wc": (5, 5, 1, 1)},
         groups={"wa": (4, 2), "wb": (6, 3)},
     ),
+    "concat_with_graph_input": Case(
+        17,
+        X,
+        """a = Conv(x, wa)
+        ra = Relu(a)
+        c = Concat<axis=1>(x, ra)
+        y = Conv(c, wc)""",
+        {"wa": ((4, 3, 1, 1), (0, 3)), "wc": ((5, 7, 1, 1), None)},
+        {"wa": (2, 3, 1, 1), "wc": (5, 5, 1, 1)},
+        groups={"wa": (4, 2)},
+    ),
     "negative_axis_batchnorm": Case(
         17,
         X,
@@ -535,3 +546,18 @@ def test_widening_refuses_routed_channels(tmp_path: Path) -> None:
     model = ir.serde.deserialize_model(parse_model(_text(CONCAT["two_convs_concat_conv"])))
     with pytest.raises(InputError, match="Concat/Split/Slice"):
         find_group(model, "wa")
+
+
+def test_replayed_manifest_prunes_routed_groups_identically(tmp_path: Path) -> None:
+    """Kept units of a group merged across a Split half replay to the same model."""
+    parse_model(_text(SPLIT["c2f_shortcut_couples_split_half"]), tmp_path / "model.onnx")
+    report = onnxprune.prune_file(tmp_path / "model.onnx", tmp_path / "a.onnx", HALF)
+    manifest = onnxprune.manifest(report, tmp_path / "model.onnx")
+    decisions = onnxprune.decisions_from_manifest(manifest, tmp_path / "model.onnx")
+    onnxprune.prune_file(tmp_path / "model.onnx", tmp_path / "b.onnx", HALF, decisions=decisions)
+    first, replayed = (
+        {t.name: numpy_helper.to_array(t) for t in onnx.load(str(tmp_path / n)).graph.initializer}
+        for n in ("a.onnx", "b.onnx")
+    )
+    assert first.keys() == replayed.keys()
+    assert all(np.array_equal(first[name], replayed[name]) for name in first)
