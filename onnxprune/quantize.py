@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import onnx
+import onnx_ir as ir
 from onnxruntime.quantization import (
     CalibrationDataReader,
     QuantFormat,
@@ -160,9 +161,18 @@ def quantize_model_file(
     pattern = re.compile(options.exclude) if options.exclude else None
     excluded = sorted({n for n in candidates if pattern and pattern.search(n)} | set(extra_exclude))
     with tempfile.TemporaryDirectory(prefix="onnxprune-quantize-") as folder:
+        # onnxruntime's tools write beside their input (``<stem>-inferred.onnx``, replacing and
+        # then deleting a file of that name): they get a copy in this private folder instead.
+        copy = Path(folder) / "source" / "model.onnx"
+        copy.parent.mkdir()
+        if external:
+            ir.save(source, copy, external_data="model.onnx.data")
+        else:
+            ir.external_data.load_to_model(source)
+            ir.save(source, copy)
         target = Path(folder) / "quantized.onnx"
         try:
-            _run_tool(Path(model), target, options, excluded, calibration, external)
+            _run_tool(copy, target, options, excluded, calibration, external)
         except (ValueError, RuntimeError, onnx.checker.ValidationError) as error:
             raise InputError(f"onnxruntime quantization failed: {error}") from error
         save_model(

@@ -64,17 +64,28 @@ def _run(folder: Path, args: list, record: Callable[[str, object], None], kind: 
         errors = [n for n in result.stderr.splitlines() if n.startswith("onnxprune: error:")]
         assert len(errors) == 1, result.stderr
     else:
-        inputs = [name for name in before if name not in _outputs_of(args)]
-        assert not [n for n in changed if n in inputs], f"{args} changed inputs {changed}"
+        allowed = _outputs_of(folder, args)
+        assert not [n for n in changed if n not in allowed], f"{args} changed inputs {changed}"
+        strays = [name for name in after if name not in before and name not in allowed]
+        assert not strays, f"{args} wrote files it was not asked for: {strays}"
     return result.exit_code
 
 
-def _outputs_of(args: list) -> set[str]:
+def _outputs_of(folder: Path, args: list) -> set[str]:
+    """The files (relative to ``folder``) a run may write: its outputs with their ``.data``,
+    and compress's default outputs."""
+    flags = ("-o", "--report", "--manifest")
+    targets = [Path(str(args[args.index(flag) + 1])) for flag in flags if flag in args]
+    if args[0] == "compress":
+        model = Path(str(args[1]))
+        out = targets[0] if "-o" in args else model.with_name(f"{model.stem}.compressed.onnx")
+        targets += [out, out.with_name(f"{out.stem}.report.json")]
     names = set()
-    for flag in ("-o", "--report", "--manifest"):
-        if flag in args:
-            target = Path(str(args[args.index(flag) + 1])).name
-            names |= {target, target + ".data"}
+    for target in targets:
+        for path in (target, target.with_name(target.name + ".data")):
+            normal = Path(os.path.abspath(path))  # folds "..", keeps symlinks
+            if normal.is_relative_to(folder):
+                names.add(str(normal.relative_to(folder)))
     return names
 
 
@@ -103,6 +114,8 @@ def base_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = CliRunner().invoke(main, [str(a) for a in [*args, "--manifest", base / "p.json"]])
     assert result.exit_code == 0, result.output
     (base / "s.onnx").unlink()
+    for stem in ("m", "b", "cnn", "mutant", "dynamo/model"):  # onnxruntime's temporary names
+        (base / f"{stem}-inferred.onnx").write_text("a user's file")
     return base
 
 
