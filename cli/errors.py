@@ -8,12 +8,12 @@ are shown as their destinations.
 from __future__ import annotations
 
 import errno
-import logging
 import sys
 from typing import Any
 
 import click
 
+from cli.logs import configure_logging
 from onnxprune.errors import OnnxpruneError
 from onnxprune.paths import os_error_message, unstage_text
 
@@ -42,7 +42,6 @@ FILE_SYSTEM_ERRORS = frozenset(
 )
 
 
-
 def _fail(message: str, code: int) -> None:
     click.echo(f"onnxprune: error: {message}", err=True)
     sys.exit(code)
@@ -63,9 +62,7 @@ class OneLineErrorGroup(click.Group):
     def main(self, args: Any = None, *pos: Any, **kwargs: Any) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
         debug = "--debug" in argv
-        logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(message)s")
-        # onnxruntime's quantization modules configure the root logger at INFO on import.
-        logging.getLogger().setLevel(logging.DEBUG if debug else logging.WARNING)
+        configure_logging(debug)
         kwargs["standalone_mode"] = False
         try:
             code = super().main(argv, *pos, **kwargs)
@@ -78,6 +75,8 @@ class OneLineErrorGroup(click.Group):
         except OnnxpruneError as error:
             if debug:
                 raise
+            for line in getattr(error, "reasons", ()):  # grouped reasons, to stdout
+                click.echo(f"  {line}")
             _fail(unstage_text(str(error)).replace("\n", " "), EXIT_INPUT)
         except Exception as error:
             if debug:

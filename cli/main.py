@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,8 @@ from cli.options import (
     debug_option,
     gate_options,
     gates_from,
+    input_shape_option,
+    input_shapes_from,
     json_option,
     prune_options,
     prune_options_from,
@@ -27,7 +31,7 @@ from cli.options import (
 from onnxprune.inspection import render_inspection
 from onnxprune.paths import StagedOutputs, check_writes, model_reads, model_writes, unstaged
 from onnxprune.quantize import MODES
-from onnxprune.report import render_report, to_json, write_json
+from onnxprune.report import build_report, render_report, to_json, write_json
 
 __all__ = ["main"]
 
@@ -91,6 +95,17 @@ def _write_manifest(
         write_json(out(params["manifest"]), onnxprune.manifest(report, model))
 
 
+@contextlib.contextmanager
+def _report_refusal(command: str, model: Path, report_path: Path | None) -> Iterator[None]:
+    """When pruning finds nothing to do, still write ``--report`` with every reason."""
+    try:
+        yield
+    except onnxprune.NothingToPrune as error:
+        if report_path is not None:
+            report = build_report(command, model, pruning=error.pruning)
+            write_json(report_path, {**report, "passed": False, "error": str(error)})
+        raise
+
 
 def _finish(report: dict) -> None:
     if not report["passed"]:
@@ -106,10 +121,11 @@ def _finish(report: dict) -> None:
     multiple=True,
     help="NAME=N: value of a symbolic dimension for the MAC count (default 1).",
 )
+@input_shape_option
 @debug_option
-def inspect(model: Path, as_json: bool, dims: tuple[str, ...], debug: bool) -> None:
+def inspect(model: Path, as_json: bool, dims: tuple[str, ...], debug: bool, **params: Any) -> None:
     """Show a model's signature, ops, MACs, parameters and which weights are prunable."""
-    summary = onnxprune.inspect_model(model, _parse_dims(dims))
+    summary = onnxprune.inspect_model(model, _parse_dims(dims), input_shapes_from(params))
     click.echo(json.dumps(summary, indent=2) if as_json else render_inspection(summary))
 
 
@@ -129,9 +145,10 @@ def prune(model: Path, output: Path, report: Path | None, as_json: bool, **param
         [*model_reads(model), params["calibration"], params["replay"]],
         [*model_writes(output), report, params["manifest"]],
     )
-    result = onnxprune.prune_file(
-        model, out(output), options, calibration_options_from(params), _replayed(model, params)
-    )
+    with _report_refusal("prune", model, report):
+        result = onnxprune.prune_file(
+            model, out(output), options, calibration_options_from(params), _replayed(model, params)
+        )
     _write_manifest(result, model, params, out)
     _emit(result, as_json, report, out)
 
@@ -185,6 +202,12 @@ def verify(
     show_default=True,
     help="Fold BatchNorm, drop Identity/Dropout, fold constants first.",
 )
+@click.option(
+    "--default-budget/--no-default-budget",
+    default=True,
+    show_default=True,
+    help="With no gate given, check top-1 agreement (classifiers) or output cosine >= 0.95.",
+)
 @verify_options
 @gate_options
 @debug_option
@@ -202,18 +225,20 @@ def compress(
     if params["quantize"]:
         mode = COMPRESS_QUANTIZE[params["quantize"]]
         quantize = quantize_options_from(params, mode, params["quantize_exclude"])
-    result = onnxprune.compress_file(
-        model,
-        out(output),
-        options,
-        verify_options_from(params),
-        gates_from(params),
-        calibration_options_from(params),
-        _replayed(model, params),
-        quantize=quantize,
-        cleanup=params["cleanup"],
-        auto_exclude=params["auto_exclude"],
-    )
+    with _report_refusal("compress", model, report):
+        result = onnxprune.compress_file(
+            model,
+            out(output),
+            options,
+            verify_options_from(params),
+            gates_from(params),
+            calibration_options_from(params),
+            _replayed(model, params),
+            quantize=quantize,
+            cleanup=params["cleanup"],
+            auto_exclude=params["auto_exclude"],
+            default_budget=params["default_budget"],
+        )
     _write_manifest(result, model, params, out)
     _emit(result, as_json, report or default_report, out)
     _finish(result)

@@ -4,12 +4,15 @@
 up to float rounding (the ``compress`` report checks max abs diff); it folds BatchNormalization
 into a preceding Conv, ConvTranspose or Gemm with constant parameters (onnxscript's rewrite
 rules), removes Identity nodes and inference-time Dropout (its mask output unused), folds
-constant sub-graphs and removes dead nodes (onnxscript's optimizer). ``modified`` is True when
-the node count changed; ``counts`` says how many nodes of each op type went.
+constant sub-graphs and removes dead nodes (onnxscript's optimizer). The onnxscript steps run on
+a copy: a step that fails on a graph is skipped and named in ``skipped`` with the reason, the
+model left as it was before that step. ``modified`` is True when the node count changed;
+``counts`` says how many nodes of each op type went.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 
 import onnx_ir as ir
@@ -23,6 +26,8 @@ from onnxscript.rewriter.rules.common import (
 )
 
 __all__ = ["CleanupPass", "RemoveDropoutPass"]
+
+logger = logging.getLogger(__name__)
 
 
 class RemoveDropoutPass(ir.passes.InPlacePass):
@@ -45,26 +50,51 @@ class RemoveDropoutPass(ir.passes.InPlacePass):
         return ir.passes.PassResult(model, modified=bool(removed))
 
 
+def _fold_batchnorm(model: ir.Model) -> None:
+    onnxscript.rewriter.rewrite(
+        model,
+        pattern_rewrite_rules=[
+            fuse_batchnorm_into_conv_rule,
+            fuse_batchnorm_into_conv_transpose_rule,
+            fuse_batchnorm_into_gemm_rule,
+        ],
+    )
+
+
+def _optimize(model: ir.Model) -> None:
+    onnxscript.optimizer.optimize_ir(model, num_iterations=2)
+
+
+def _replace_graph(model: ir.Model, working: ir.Model) -> None:
+    """Make ``model`` the transformed copy ``working`` (same object, new contents)."""
+    model.graph = working.graph  # the graph carries the opset imports
+    functions = dict(working.functions)
+    model.functions.clear()
+    model.functions.update(functions)
+
+
 class CleanupPass(ir.passes.InPlacePass):
     """See the module docstring."""
 
     def __init__(self) -> None:
         super().__init__()
         self.counts: dict[str, int] = {}
+        self.skipped: dict[str, str] = {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         before = Counter(node.op_type for node in model.graph)
         RemoveDropoutPass()(model)
         IdentityEliminationPass()(model)
-        onnxscript.rewriter.rewrite(
-            model,
-            pattern_rewrite_rules=[
-                fuse_batchnorm_into_conv_rule,
-                fuse_batchnorm_into_conv_transpose_rule,
-                fuse_batchnorm_into_gemm_rule,
-            ],
-        )
-        onnxscript.optimizer.optimize_ir(model, num_iterations=2)
+        self.skipped = {}
+        for step, run in (("fold BatchNormalization", _fold_batchnorm), ("optimize", _optimize)):
+            working = model.clone()
+            try:
+                run(working)
+            except Exception as error:  # onnxscript fails on some valid graphs
+                self.skipped[step] = f"{type(error).__name__}: {str(error).splitlines()[0]}"
+                logger.info("clean-up step '%s' skipped: %s", step, self.skipped[step])
+                continue
+            _replace_graph(model, working)
         RemoveUnusedNodesPass()(model)
         after = Counter(node.op_type for node in model.graph)
         self.counts = {

@@ -55,7 +55,10 @@ def cleanup_file(model: str | os.PathLike, output: str | os.PathLike) -> dict:
     cleanup = CleanupPass()
     cleanup(working)
     save_model(working, output, protected=protected, external_data=external)
-    return {"nodes_removed": cleanup.counts, "total_removed": sum(cleanup.counts.values())}
+    section = {"nodes_removed": cleanup.counts, "total_removed": sum(cleanup.counts.values())}
+    if cleanup.skipped:
+        section["skipped_steps"] = cleanup.skipped
+    return section
 
 
 def _stage(name: str, verification: dict) -> dict:

@@ -33,53 +33,102 @@ logger = logging.getLogger(__name__)
 
 LABEL = "label"
 MAX_SYNTHETIC_BYTES = 1 << 30
+SYNTHETIC_DIM = 16
 GROUP_PREFIX = "group."
 
 
 @dataclass(frozen=True)
 class InputSpec:
-    """A graph input: name, numpy dtype and dims (int for static, str or None for dynamic)."""
+    """A graph input: name, numpy dtype, dims (int for static, str or None for dynamic) and the
+    axis that carries samples (None for a 0-d input, fed whole to every batch)."""
 
     name: str
     dtype: np.dtype
     dims: tuple[int | str | None, ...]
+    sample_axis: int | None = 0
 
     def describe(self) -> str:
         dims = ", ".join("?" if d is None else str(d) for d in self.dims)
         return f"{self.name}: {self.dtype}[{dims}]"
 
 
+def _dim(dim: ir.SymbolicDim | int) -> int | str | None:
+    if isinstance(dim, int):
+        return dim if dim >= 0 else None
+    return dim.value or None
+
+
+def _sample_axes(dims: dict[str, tuple[int | str | None, ...]]) -> dict[str, int | None]:
+    """Samples lie on axis 0, except where an input's axis 0 is static and a later axis carries
+    the batch symbol that other inputs have on axis 0 (a recurrent state ``[layers, batch, h]``);
+    0-d inputs have no sample axis."""
+    batch_symbols = {d[0] for d in dims.values() if d and isinstance(d[0], str)}
+    axes: dict[str, int | None] = {}
+    for name, shape in dims.items():
+        axis: int | None = 0 if shape else None
+        if shape and isinstance(shape[0], int):
+            axis = next((i for i, d in enumerate(shape) if d in batch_symbols), 0)
+        axes[name] = axis
+    return axes
+
+
 def input_specs(model: ir.Model) -> list[InputSpec]:
     """The model's real inputs (initializers listed as inputs are left out)."""
-    specs = []
+    dims, dtypes = {}, {}
     for value in model.graph.inputs:
         if value.name in model.graph.initializers:
             continue
         if value.dtype is None or value.shape is None:
             raise InputError(f"model input '{value.name}' has no tensor type or shape")
-        dims = tuple(
-            d if isinstance(d, int) else (d.value if d.value else None) for d in value.shape
-        )
-        specs.append(InputSpec(value.name, np.dtype(value.dtype.numpy()), dims))
-    return specs
+        dims[value.name] = tuple(_dim(d) for d in value.shape)
+        dtypes[value.name] = np.dtype(value.dtype.numpy())
+    axes = _sample_axes(dims)
+    return [InputSpec(name, dtypes[name], dims[name], axes[name]) for name in dims]
 
 
 @dataclass
 class Dataset:
-    """Model inputs, optional labels and group columns, all with the same number of samples."""
+    """Model inputs, optional labels and group columns, all with the same number of samples.
+
+    ``sample_axes`` says where each input keeps its samples (default axis 0; None for a 0-d
+    input that every batch receives whole).
+    """
 
     inputs: dict[str, np.ndarray]
     labels: np.ndarray | None = None
     groups: dict[str, np.ndarray] = field(default_factory=dict)
     source: str = ""
     synthetic: bool = False
+    sample_axes: dict[str, int | None] = field(default_factory=dict)
+
+    def axis(self, name: str) -> int | None:
+        return self.sample_axes.get(name, 0)
 
     @property
     def samples(self) -> int:
-        return len(next(iter(self.inputs.values())))
+        for name, array in self.inputs.items():
+            axis = self.axis(name)
+            if axis is not None:
+                return array.shape[axis]
+        return 1
 
     def slice(self, start: int, stop: int) -> dict[str, np.ndarray]:
-        return {name: array[start:stop] for name, array in self.inputs.items()}
+        feed = {}
+        for name, array in self.inputs.items():
+            axis = self.axis(name)
+            if axis is None:
+                feed[name] = array
+            else:
+                index = [slice(None)] * array.ndim
+                index[axis] = slice(start, stop)
+                feed[name] = array[tuple(index)]
+        return feed
+
+
+def _samples_where(spec: InputSpec) -> str:
+    if spec.sample_axis is None:
+        return "a 0-d input: one value, fed to every batch"
+    return f"samples on axis {spec.sample_axis}"
 
 
 def _check_input(path: Path, spec: InputSpec, array: np.ndarray) -> None:
@@ -90,18 +139,20 @@ def _check_input(path: Path, spec: InputSpec, array: np.ndarray) -> None:
     if array.ndim != len(spec.dims):
         raise InputError(
             f"{path}: array '{spec.name}' has shape {array.shape}, the model expects rank "
-            f"{len(spec.dims)} ({spec.describe()}; samples on the first axis)"
+            f"{len(spec.dims)} ({spec.describe()}; {_samples_where(spec)})"
         )
     for axis, (got, want) in enumerate(zip(array.shape, spec.dims, strict=True)):
-        if axis and isinstance(want, int) and got != want:
+        if axis != spec.sample_axis and isinstance(want, int) and got != want:
             raise InputError(
                 f"{path}: array '{spec.name}' has shape {array.shape}, the model expects "
-                f"{spec.describe()} (axis {axis} differs)"
+                f"{spec.describe()} (axis {axis} differs; {_samples_where(spec)})"
             )
-    batch = spec.dims[0]
-    if isinstance(batch, int) and len(array) % batch:
+    if spec.sample_axis is None:
+        return
+    batch, count = spec.dims[spec.sample_axis], array.shape[spec.sample_axis]
+    if isinstance(batch, int) and count % batch:
         raise InputError(
-            f"{path}: array '{spec.name}' has {len(array)} samples, not a multiple of the "
+            f"{path}: array '{spec.name}' has {count} samples, not a multiple of the "
             f"model's fixed batch size {batch}"
         )
 
@@ -162,7 +213,12 @@ def load_dataset(path: str | os.PathLike, specs: list[InputSpec]) -> Dataset:
         _check_column(path, GROUP_PREFIX + attribute, column, "iuUSb")
         if column.ndim != 1:
             raise InputError(f"{path}: array '{GROUP_PREFIX}{attribute}' must be 1-D")
-    lengths = {name: len(array) for name, array in arrays.items()}
+    axes = {spec.name: spec.sample_axis for spec in specs}
+    lengths = {
+        name: array.shape[axes.get(name, 0)]
+        for name, array in arrays.items()
+        if axes.get(name, 0) is not None
+    }
     if len(set(lengths.values())) > 1:
         listed = ", ".join(f"{n}={k}" for n, k in sorted(lengths.items()))
         raise InputError(f"{path}: arrays have different numbers of samples ({listed})")
@@ -170,7 +226,7 @@ def load_dataset(path: str | os.PathLike, specs: list[InputSpec]) -> Dataset:
         raise InputError(f"{path}: holds no samples")
     inputs = {spec.name: arrays[spec.name] for spec in specs}
     _warn_non_finite(path, inputs)
-    return Dataset(inputs, labels, groups, source=str(path))
+    return Dataset(inputs, labels, groups, source=str(path), sample_axes=axes)
 
 
 def index_bounds(model: ir.Model) -> dict[str, int]:
@@ -190,22 +246,21 @@ def index_bounds(model: ir.Model) -> dict[str, int]:
 def _synthetic_array(
     spec: InputSpec, samples: int, rng: np.random.Generator, bound: int | None
 ) -> np.ndarray:
-    shape = [samples] + [d if isinstance(d, int) else 16 for d in spec.dims[1:]]
-    if isinstance(spec.dims[0], int):
-        shape[0] = samples * spec.dims[0]
+    shape = [d if isinstance(d, int) else SYNTHETIC_DIM for d in spec.dims]
+    if spec.sample_axis is not None:
+        declared = spec.dims[spec.sample_axis]
+        shape[spec.sample_axis] = samples * (declared if isinstance(declared, int) else 1)
     if spec.dtype.kind == "f":
-        return rng.standard_normal(shape).astype(spec.dtype)
-    if spec.dtype.kind == "b":
+        return np.asarray(rng.standard_normal(shape)).astype(spec.dtype)
+    if spec.dtype.kind == "b" or "mask" in spec.name.lower():
         return np.ones(shape, dtype=spec.dtype)
-    if "mask" in spec.name.lower():
-        return np.ones(shape, dtype=spec.dtype)
-    return rng.integers(0, min(100, bound or 100), size=shape).astype(spec.dtype)
+    return np.asarray(rng.integers(0, min(100, bound or 100), size=shape)).astype(spec.dtype)
 
 
 def _check_synthetic_size(specs: list[InputSpec], samples: int) -> None:
     """Refuse inputs whose static dims would make synthetic samples absurdly large."""
     for spec in specs:
-        dims = (d if isinstance(d, int) else 16 for d in spec.dims)
+        dims = (d if isinstance(d, int) else SYNTHETIC_DIM for d in spec.dims)
         elements = samples * math.prod(dims)
         if elements * 8 > MAX_SYNTHETIC_BYTES:  # drawn as float64 or int64 first
             raise InputError(
@@ -224,10 +279,16 @@ def synthetic_dataset(
 
     Floats are standard normal; integers uniform in [0, 100), or in [0, n) when the input
     indexes a table of n rows (``bounds``, see ``index_bounds``: token type ids index 2);
-    inputs named like a mask are all ones; dynamic non-batch dims are 16.
+    inputs named like a mask are all ones; dynamic dims other than the sample axis are
+    ``SYNTHETIC_DIM`` (16; set real ones with an input shape override); 0-d inputs get one value.
     """
     _check_synthetic_size(specs, samples)
     rng = np.random.default_rng(seed)
     bounds = bounds or {}
     inputs = {s.name: _synthetic_array(s, samples, rng, bounds.get(s.name)) for s in specs}
-    return Dataset(inputs, source=f"synthetic ({samples} samples, seed {seed})", synthetic=True)
+    return Dataset(
+        inputs,
+        source=f"synthetic ({samples} samples, seed {seed})",
+        synthetic=True,
+        sample_axes={s.name: s.sample_axis for s in specs},
+    )

@@ -1,11 +1,11 @@
 """Count multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul nodes, in every graph.
 
-Shapes come from ONNX shape inference with data propagation on a copy of the model whose input
-dims named in ``dims`` are set to those values first, so they flow through Shape/Gather/Concat
-chains the way the runtime sees them. A name in ``dims`` that is no input dim is refused. Dims
-still symbolic after inference (or written as ``-1``) count as 1, and the layer says so
-(``symbolic_dims_as_1``), so by default the count is per sample (and per token for sequence
-models). Nodes inside ``If``/``Loop``/``Scan`` bodies are counted with their graph named; the
+Shapes come from ONNX shape inference with data propagation on a copy of the model whose
+symbolic input dims are set first, to their value in ``dims`` (by name) or 1, so they flow
+through Shape/Gather/Concat chains the way the runtime sees them. A name in ``dims`` that is no
+input dim is refused. By default the count is per sample (and per token for sequence models).
+Dims still unknown after inference count as 1, and the layer says so
+(``symbolic_dims_as_1``). Nodes inside ``If``/``Loop``/``Scan`` bodies are counted with their graph named; the
 total adds every branch of an ``If`` (an upper bound: only one runs). Nodes whose shapes
 cannot be resolved are listed with ``macs: null``.
 """
@@ -50,7 +50,14 @@ def _node_macs(node: ir.Node) -> tuple[int | None, bool]:
         return math.prod(a) * math.prod(weight[1:]), symbolic
     if node.op_type == "Gemm":
         return math.prod(out) * (a[0] if node.attributes.get_int("transA", 0) else a[-1]), symbolic
-    return math.prod(out) * a[-1], symbolic
+    # MatMul: the reduced dim is B's second-to-last (a constant weight always knows it, while
+    # A's last dim may come from a Shape/Concat chain that inference cannot resolve).
+    reduced = weight[-2] if len(weight) >= 2 and not s_w else a[-1]
+    return math.prod(out) * reduced, symbolic
+
+
+def _name(dim: ir.SymbolicDim | int) -> str | None:
+    return None if isinstance(dim, int) else dim.value
 
 
 def _set_input_dims(model: ir.Model, dims: dict[str, int]) -> None:
@@ -61,7 +68,7 @@ def _set_input_dims(model: ir.Model, dims: dict[str, int]) -> None:
     for value in model.graph.inputs:
         if value.shape is not None:
             value.shape = ir.Shape(
-                [dims.get(d.value, d) if not isinstance(d, int) else d for d in value.shape]
+                [d if isinstance(d, int) and d >= 0 else dims.get(_name(d), 1) for d in value.shape]
             )
 
 

@@ -99,6 +99,14 @@ def _matmul_b(node: ir.Node, rank: int) -> WeightLayout | str:
     return WeightLayout(out_axis=1, in_axis=0)
 
 
+def _recurrent_weight(node: ir.Node, rank: int) -> WeightLayout | str:
+    # LSTM/GRU/RNN W [directions, gates*hidden, input] and R [directions, gates*hidden, hidden]:
+    # each gate row is an output, its inputs run along the last axis.
+    if rank != 3:
+        return f"{node.op_type} weight of rank {rank} (expected 3)"
+    return WeightLayout(out_axis=1, in_axis=2)
+
+
 def _linear_activation(node: ir.Node, weight_shape: tuple[int, ...]) -> LinearView | str:
     if node.op_type == "Gemm":
         if node.attributes.get_int("transA", 0):
@@ -174,6 +182,20 @@ OP_TABLE: dict[tuple[str, str], OpKnowledge] = {
         activation=_linear_activation,
         channels="linear",
     ),
+    **{
+        ("", op): OpKnowledge(
+            weights={1: _recurrent_weight, 2: _recurrent_weight},
+            roles={
+                0: "recurrent input sequence",
+                3: _BIAS,
+                4: "sequence lengths",
+                5: "initial hidden state",
+                6: "initial cell state",
+                7: "peephole weights",
+            },
+        )
+        for op in ("LSTM", "GRU", "RNN")
+    },
     ("", "Gather"): OpKnowledge(roles={0: "embedding table (Gather data)", 1: "gather indices"}),
     ("", "BatchNormalization"): OpKnowledge(
         roles=dict.fromkeys(range(1, 5), _NORM), channels="batchnorm"

@@ -35,6 +35,7 @@ from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 from onnxprune.data import Dataset
 from onnxprune.errors import InputError
 from onnxprune.model_io import load_model, save_model, uses_external_data
+from onnxprune.normalize import load_normalized
 
 __all__ = ["MODES", "QuantizeOptions", "quantizable_nodes", "quantize_model_file"]
 
@@ -154,25 +155,27 @@ def quantize_model_file(
 ) -> dict:
     """Quantize the model at ``model`` into ``output``; return the quantization section."""
     options.validate()
-    source = load_model(model)
+    source = load_normalized(model)
     external = uses_external_data(source)
-    proto = onnx.load(str(model), load_external_data=False)
-    candidates = quantizable_nodes(proto, options.mode)
-    pattern = re.compile(options.exclude) if options.exclude else None
-    excluded = sorted({n for n in candidates if pattern and pattern.search(n)} | set(extra_exclude))
     with tempfile.TemporaryDirectory(prefix="onnxprune-quantize-") as folder:
-        # onnxruntime's tools write beside their input (``<stem>-inferred.onnx``, replacing and
-        # then deleting a file of that name): they get a copy in this private folder instead.
-        copy = Path(folder) / "source" / "model.onnx"
-        copy.parent.mkdir()
+        # onnxruntime's quantizers see the normalised model (Constant and subgraph weights
+        # lifted to initializers, every node named), as every other command does.
+        normalized = Path(folder) / "normalized" / "model.onnx"
+        normalized.parent.mkdir()
         if external:
-            ir.save(source, copy, external_data="model.onnx.data")
+            ir.save(source, normalized, external_data="model.onnx.data")
         else:
             ir.external_data.load_to_model(source)
-            ir.save(source, copy)
+            ir.save(source, normalized)
+        proto = onnx.load(str(normalized), load_external_data=False)
+        candidates = quantizable_nodes(proto, options.mode)
+        pattern = re.compile(options.exclude) if options.exclude else None
+        excluded = sorted(
+            {n for n in candidates if pattern and pattern.search(n)} | set(extra_exclude)
+        )
         target = Path(folder) / "quantized.onnx"
         try:
-            _run_tool(copy, target, options, excluded, calibration, external)
+            _run_tool(normalized, target, options, excluded, calibration, external)
         except (ValueError, RuntimeError, onnx.checker.ValidationError) as error:
             raise InputError(f"onnxruntime quantization failed: {error}") from error
         save_model(

@@ -10,13 +10,13 @@ import json
 import math
 import os
 import tempfile
-from collections import Counter
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from onnxprune.errors import InputError
 from onnxprune.paths import os_error_message
+from onnxprune.reasons import grouped_reasons
 
 __all__ = ["SCHEMA_VERSION", "build_report", "render_report", "to_json", "write_json"]
 
@@ -132,9 +132,8 @@ def _structured_lines(pruning: dict) -> list[str]:
         f"  total: {totals['groups']} groups, {totals['units_before']} -> {totals['units_after']}"
         f" units; MACs {macs['before']:,} -> {macs['after']:,} ({macs['note']})"
     )
-    reasons = Counter(s["reason"].split(" '")[0] for s in pruning["skipped"])
-    for reason, count in sorted(reasons.items(), key=lambda item: (-item[1], item[0])):
-        lines.append(f"  left alone {count} group(s): {reason}")
+    skipped = grouped_reasons(s["reason"] for s in pruning["skipped"])
+    lines += [f"  left alone: {line}" for line in skipped]
     return lines
 
 
@@ -158,9 +157,8 @@ def _pruning_lines(pruning: dict) -> list[str]:
         f"  total: {totals['elements']:,} weights in {totals['pruned_weights']} tensors, "
         f"{_pct(totals['sparsity_before'])} -> {_pct(totals['sparsity_after'])}"
     )
-    reasons = Counter(s["reason"] for s in pruning["skipped"])
-    for reason, count in sorted(reasons.items(), key=lambda item: (-item[1], item[0])):
-        lines.append(f"  skipped {count} tensor(s): {reason}")
+    skipped = grouped_reasons(s["reason"] for s in pruning["skipped"])
+    lines += [f"  skipped: {line}" for line in skipped]
     return lines
 
 
@@ -191,20 +189,36 @@ def _group_lines(attribute: str, summary: dict) -> list[str]:
     return lines
 
 
+def _latency_lines(latency: dict) -> list[str]:
+    threads = latency["intra_op_threads"] or f"default of {latency['cpu_count']} cpus"
+    low, high = latency.get("speedup_iqr") or (latency["speedup"], latency["speedup"])
+    lines = [
+        f"  latency p50/p95   {_ms(latency['baseline'])} -> {_ms(latency['candidate'])}"
+        f" (speedup {latency['speedup']:.2f}x, IQR {low:.2f}-{high:.2f}x; batch "
+        f"{latency['batch']}, {latency['runs']} interleaved runs, threads {threads})"
+    ]
+    if latency.get("note"):
+        lines.append(f"  latency note      {latency['note']}")
+    return lines
+
+
 def _verification_lines(verification: dict) -> list[str]:
     data, quality = verification["data"], verification["quality"]
     kind = "synthetic inputs (agreement only, no accuracy)" if data["synthetic"] else "data"
+    task = verification.get("task") or {}
     lines = [
         f"Verification on {kind}: {data['source']}, {data['samples']} samples, "
-        f"output '{verification['scored_output']}'"
+        f"output '{verification['scored_output']}', task {task.get('task') or 'unknown'} "
+        f"({task.get('evidence', '')})"
     ]
     if "accuracy_before" in quality:
         lines.append(
             f"  accuracy          {_pct(quality['accuracy_before'])} -> "
             f"{_pct(quality['accuracy_after'])} (drop {100 * quality['accuracy_drop']:.2f} pt)"
         )
+    if quality.get("top1_agreement") is not None:
+        lines.append(f"  top-1 agreement   {_pct(quality['top1_agreement'])}")
     lines += [
-        f"  top-1 agreement   {_pct(quality['top1_agreement'])}",
         f"  cosine mean/min   {quality['cosine_mean']:.4f} / {quality['cosine_min']:.4f}",
         f"  max abs diff      {quality['max_abs_diff']:.4g}",
     ]
@@ -217,12 +231,7 @@ def _verification_lines(verification: dict) -> list[str]:
     )
     latency = verification.get("latency")
     if latency:
-        threads = latency["intra_op_threads"] or f"default of {latency['cpu_count']} cpus"
-        lines.append(
-            f"  latency p50/p95   {_ms(latency['baseline'])} -> {_ms(latency['candidate'])}"
-            f" (speedup {latency['speedup']:.2f}x; batch {latency['batch']}, "
-            f"{latency['runs']} interleaved runs, threads {threads})"
-        )
+        lines += _latency_lines(latency)
     for attribute, summary in quality["groups"].items():
         lines += _group_lines(attribute, summary)
     return lines
@@ -266,6 +275,8 @@ def _extra_lines(report: dict) -> list[str]:
         )
         for stage in stages:
             speedup = "-" if stage["speedup"] is None else f"{stage['speedup']:.2f}x"
+            if stage["speedup"] is not None and not stage.get("speedup_conclusive", True):
+                speedup = "~" + speedup  # noise: see the latency note
             lines.append(
                 f"  {stage['stage']:<10} {_kib(stage['bytes']):>14} "
                 f"{_kib(stage['compressed_bytes']):>14} {_pct(stage['accuracy']):>9} "
@@ -283,14 +294,27 @@ def render_report(report: dict) -> str:
         lines += _pruning_lines(report["pruning"])
     if report["verification"]:
         lines += _verification_lines(report["verification"])
-    if report["gates"]:
-        lines.append("Gates:")
-        for gate in report["gates"]:
-            relation = ">=" if gate["gate"].startswith("min_") else "<="
-            verdict = "pass" if gate["passed"] else "FAIL"
-            lines.append(
-                f"  {gate['gate']:<18} {gate['value']:.4f} {relation} {gate['limit']:g}: {verdict}"
-            )
-    if report["verification"] or report["gates"]:
-        lines.append("Result: " + ("PASS" if report["passed"] else "FAIL (a gate broke)"))
+    lines += _gate_lines(report)
     return "\n".join(lines)
+
+
+def _gate_lines(report: dict) -> list[str]:
+    """The gates and the verdict, which names the output and metrics it used."""
+    gates = report["gates"]
+    if not gates:
+        if not report["verification"]:
+            return []
+        return ["Result: no gates set (nothing was checked against a budget)"]
+    default = any(gate.get("default") for gate in gates)
+    lines = ["Gates" + (" (default budget; set your own or loosen it):" if default else ":")]
+    for gate in gates:
+        relation = ">=" if gate["gate"].startswith("min_") else "<="
+        verdict = "pass" if gate["passed"] else "FAIL"
+        value = "n/a" if gate["value"] is None else f"{gate['value']:.4f}"
+        lines.append(f"  {gate['gate']:<18} {value} {relation} {gate['limit']:g}: {verdict}")
+    used = ", ".join(gate["gate"] for gate in gates)
+    scored = (report["verification"] or {}).get("scored_output")
+    on = f" on output '{scored}'" if scored else ""
+    verdict = "PASS" if report["passed"] else "FAIL (a gate broke)"
+    lines.append(f"Result: {verdict}{on} ({used})")
+    return lines

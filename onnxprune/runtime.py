@@ -15,7 +15,7 @@ import onnxruntime as ort
 from onnxprune.data import Dataset
 from onnxprune.errors import InputError
 
-__all__ = ["create_session", "fixed_batch", "run_dataset"]
+__all__ = ["create_session", "fixed_batch", "run_dataset", "tensor_outputs"]
 
 
 def create_session(path: str | os.PathLike, threads: int = 0) -> ort.InferenceSession:
@@ -46,7 +46,7 @@ def run_dataset(
     """Run every sample (or the first ``limit``) through ``session``; outputs are concatenated
     along the sample axis."""
     batch_size = fixed_batch(session) or batch_size
-    names = [output.name for output in session.get_outputs()]
+    names = tensor_outputs(session)
     pieces: dict[str, list[np.ndarray]] = {name: [] for name in names}
     total = dataset.samples if limit is None else min(limit, dataset.samples)
     for start in range(0, total, batch_size):
@@ -66,7 +66,20 @@ def run_dataset(
     return {name: _concatenate(name, parts) for name, parts in pieces.items()}
 
 
+def tensor_outputs(session: ort.InferenceSession) -> list[str]:
+    """Names of the outputs that are tensors (sequences and maps cannot be compared per sample)."""
+    return [o.name for o in session.get_outputs() if o.type.startswith("tensor(")]
+
+
 def _concatenate(name: str, parts: list[np.ndarray]) -> np.ndarray:
+    if not parts:
+        raise InputError(f"no samples reached output '{name}' (the data has none)")
     if any(part.ndim == 0 for part in parts):
         raise InputError(f"output '{name}' has no sample axis; it cannot be compared per sample")
+    if len({part.shape[1:] for part in parts}) > 1:
+        shapes = sorted({str(part.shape) for part in parts})
+        raise InputError(
+            f"output '{name}' changes shape between batches ({', '.join(shapes[:3])}): its "
+            "values cannot be lined up per sample (try --batch-size 1, or give --data)"
+        )
     return np.concatenate(parts, axis=0)

@@ -21,7 +21,7 @@ from onnxprune.metrics import accuracy, agreement_metrics, group_metrics, predic
 from onnxprune.model_io import model_files
 from onnxprune.normalize import InputShapes, load_normalized
 from onnxprune.report import build_report
-from onnxprune.runtime import create_session, fixed_batch, run_dataset
+from onnxprune.runtime import create_session, fixed_batch, run_dataset, tensor_outputs
 from onnxprune.sizes import model_size
 from onnxprune.tasks import Task, resolve_task
 
@@ -137,9 +137,15 @@ def prepare_dataset(model_path: str | os.PathLike, options: VerifyOptions) -> Da
 
 def _scored_output(session, options: VerifyOptions) -> str:
     output_names = [o.name for o in session.get_outputs()]
-    scored = options.output or output_names[0]
+    tensors = tensor_outputs(session)
+    scored = options.output or (tensors[0] if tensors else output_names[0])
     if scored not in output_names:
         raise InputError(f"no model output named '{scored}' (outputs: {', '.join(output_names)})")
+    if scored not in tensors:
+        raise InputError(
+            f"output '{scored}' is a sequence or map, not a tensor: it cannot be compared per "
+            "sample (name a tensor output with --score-output)"
+        )
     return scored
 
 
@@ -184,7 +190,7 @@ def verify_models(
     cand_session = create_session(candidate, options.threads)
     if _signature(base_session) != _signature(cand_session):
         raise InputError(f"{candidate}: inputs or outputs differ from the baseline {baseline}")
-    output_names = [o.name for o in base_session.get_outputs()]
+    output_names = tensor_outputs(base_session)
     scored = _scored_output(base_session, options)
     base_outputs = run_dataset(base_session, dataset, options.batch_size)
     cand_outputs = run_dataset(cand_session, dataset, options.batch_size)

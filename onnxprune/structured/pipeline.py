@@ -16,11 +16,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import onnx_ir as ir
-from onnx_ir.passes.common import NameFixPass, ShapeInferencePass
 
 from onnxprune.calibration import CalibrationOptions, LayerStats, collect_statistics
 from onnxprune.data import Dataset
-from onnxprune.errors import InputError
+from onnxprune.errors import InputError, NothingToPrune, compiled_regex
+from onnxprune.normalize import NormalizeModelPass
+from onnxprune.reasons import grouped_reasons
 from onnxprune.structured.apply import RemoveUnitsPass
 from onnxprune.structured.dependency import find_channel_groups
 from onnxprune.structured.groups import ChannelGroup
@@ -63,6 +64,8 @@ class StructuredOptions:
     def validate(self, has_calibration: bool) -> None:
         if self.target not in TARGETS:
             raise InputError(f"unknown target '{self.target}' (choose from {', '.join(TARGETS)})")
+        compiled_regex("--include", self.include)
+        compiled_regex("--exclude", self.exclude)
         if not 0.0 <= self.sparsity < 1.0:
             raise InputError(f"target sparsity must be in [0, 1), got {self.sparsity}")
         if self.round_to < 1:
@@ -212,17 +215,18 @@ def prune_structured(
     """Remove units from ``model`` in place (see the module docstring)."""
     options.validate(calibration is not None)
     importance = options.resolved_importance(calibration is not None)
-    NameFixPass()(model)  # edits and repairs refer to nodes by name
-    ShapeInferencePass()(model)
+    NormalizeModelPass()(model)  # edits and repairs refer to nodes by name; ranks are needed
     groups = find_channel_groups(model) + find_head_groups(model)
     chosen, skipped = _selected(groups, options, importance)
     if decisions is not None:
         _check_decisions(chosen, decisions)
         chosen = [g for g in chosen if g.id in decisions]
     if not chosen:
-        raise InputError(
-            f"nothing to prune structurally: {len(skipped)} groups skipped "
-            "(see the report's reasons)"
+        raise NothingToPrune(
+            f"nothing to prune structurally: {len(groups)} groups found, "
+            f"{len(skipped)} left alone",
+            grouped_reasons(s["reason"] for s in skipped),
+            {"mode": "structured", **StructuredResult(options, importance, [], skipped).to_dict()},
         )
     needs_stats = calibration is not None and (
         options.reconstruct or importance in ("activation", "obs")
