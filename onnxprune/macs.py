@@ -5,9 +5,9 @@ symbolic input dims are set first, to their value in ``dims`` (by name) or 1, so
 through Shape/Gather/Concat chains the way the runtime sees them. A name in ``dims`` that is no
 input dim is refused. By default the count is per sample (and per token for sequence models).
 Dims still unknown after inference count as 1, and the layer says so
-(``symbolic_dims_as_1``). Nodes inside ``If``/``Loop``/``Scan`` bodies are counted with their graph named; the
-total adds every branch of an ``If`` (an upper bound: only one runs). Nodes whose shapes
-cannot be resolved are listed with ``macs: null``.
+(``symbolic_dims_as_1``). Nodes inside ``If``/``Loop``/``Scan`` bodies are counted with their
+graph named; the total adds every branch of an ``If`` (an upper bound: only one runs). Nodes
+whose shapes cannot be resolved are listed with ``macs: null``.
 """
 
 from __future__ import annotations

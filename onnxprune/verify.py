@@ -178,6 +178,12 @@ def _quality(base_out: np.ndarray, cand_out: np.ndarray, dataset: Dataset, task:
     return quality
 
 
+def _max_abs_diff(baseline: np.ndarray, candidate: np.ndarray) -> float:
+    if not baseline.size:
+        return 0.0  # an empty output: nothing differs
+    return float(np.max(np.abs(baseline.astype(np.float64) - candidate)))
+
+
 def verify_models(
     baseline: str | os.PathLike,
     candidate: str | os.PathLike,
@@ -207,8 +213,7 @@ def verify_models(
         "task": task.to_dict(),
         "quality": _quality(base_outputs[scored], cand_outputs[scored], dataset, task),
         "max_abs_diff_per_output": {
-            name: float(np.max(np.abs(base_outputs[name].astype(np.float64) - cand_outputs[name])))
-            for name in output_names
+            name: _max_abs_diff(base_outputs[name], cand_outputs[name]) for name in output_names
         },
         "size": {
             "baseline": model_size(model_files(baseline)),

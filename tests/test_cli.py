@@ -86,7 +86,8 @@ def test_compress_defaults_write_beside_the_input(tmp_path: Path) -> None:
     model = tmp_path / "cnn.onnx"
     shutil.copy(CNN, model)
     result = _run(
-        "compress", model, "--target-sparsity", "0.5", "--data", CNN_DATA, "--no-default-budget", *FAST
+        "compress", model, "--target-sparsity", "0.5", "--data", CNN_DATA,
+        "--no-default-budget", *FAST,
     )
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "cnn.compressed.report.json").read_text())
@@ -98,7 +99,9 @@ def test_compress_defaults_write_beside_the_input(tmp_path: Path) -> None:
 
 def test_compress_dynamo_model_keeps_external_data(tmp_path: Path) -> None:
     out = tmp_path / "m.onnx"
-    result = _run("compress", DYNAMO, "-o", out, "--data", DYNAMO_DATA, "--min-agreement", "0.5", *FAST)
+    result = _run(
+        "compress", DYNAMO, "-o", out, "--data", DYNAMO_DATA, "--min-agreement", "0.5", *FAST
+    )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "m.onnx.data").is_file()
     assert (tmp_path / "m.report.json").is_file()

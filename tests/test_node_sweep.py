@@ -9,7 +9,7 @@ import sys
 from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
-from node_sweep import sweep  # noqa: E402
+from node_sweep import sweep
 
 
 def test_node_models_cause_no_internal_error() -> None:
