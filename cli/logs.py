@@ -4,13 +4,16 @@ onnxprune's own messages go to stderr as ``onnxprune: warning: ...`` lines (``--
 INFO/DEBUG progress lines); other libraries (onnxruntime's quantization tools, onnxscript,
 onnx-ir) are held at ERROR, so their advice ("Please consider to run pre-processing") and their
 DEBUG floods never reach a user's terminal, with or without ``--debug``. onnxruntime's
-quantization modules configure the root logger on import; that handler is replaced.
+quantization modules configure the root logger on import; that handler is replaced. The C++
+side of onnxruntime logs only fatal errors (warnings with ``--debug``).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+
+import onnxruntime as ort
 
 __all__ = ["configure_logging"]
 
@@ -42,3 +45,5 @@ def configure_logging(debug: bool) -> None:
     own.addHandler(handler)
     own.setLevel(logging.DEBUG if debug else logging.WARNING)
     own.propagate = False
+    # onnxruntime's C++ logger prints its own copy of failures onnxprune reports in one line.
+    ort.set_default_logger_severity(2 if debug else 4)
