@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 LABEL = "label"
 MAX_SYNTHETIC_BYTES = 1 << 30
 SYNTHETIC_DIM = 16
+SYNTHETIC_IMAGE_DIM = 64
 GROUP_PREFIX = "group."
 
 
@@ -243,10 +244,21 @@ def index_bounds(model: ir.Model) -> dict[str, int]:
     return bounds
 
 
+def _synthetic_dims(spec: InputSpec) -> list[int]:
+    """Dims of one made-up sample: dynamic spatial dims of an image-like input (float, rank 4)
+    are ``SYNTHETIC_IMAGE_DIM`` (a detector downsamples by 32), other dynamic dims
+    ``SYNTHETIC_DIM``."""
+    image = spec.dtype.kind == "f" and len(spec.dims) == 4
+    return [
+        d if isinstance(d, int) else (SYNTHETIC_IMAGE_DIM if image and axis >= 2 else SYNTHETIC_DIM)
+        for axis, d in enumerate(spec.dims)
+    ]
+
+
 def _synthetic_array(
     spec: InputSpec, samples: int, rng: np.random.Generator, bound: int | None
 ) -> np.ndarray:
-    shape = [d if isinstance(d, int) else SYNTHETIC_DIM for d in spec.dims]
+    shape = _synthetic_dims(spec)
     if spec.sample_axis is not None:
         declared = spec.dims[spec.sample_axis]
         shape[spec.sample_axis] = samples * (declared if isinstance(declared, int) else 1)
@@ -260,8 +272,7 @@ def _synthetic_array(
 def _check_synthetic_size(specs: list[InputSpec], samples: int) -> None:
     """Refuse inputs whose static dims would make synthetic samples absurdly large."""
     for spec in specs:
-        dims = (d if isinstance(d, int) else SYNTHETIC_DIM for d in spec.dims)
-        elements = samples * math.prod(dims)
+        elements = samples * math.prod(_synthetic_dims(spec))
         if elements * 8 > MAX_SYNTHETIC_BYTES:  # drawn as float64 or int64 first
             raise InputError(
                 f"model input {spec.describe()} would need {elements * 8 / (1 << 30):,.1f} GiB "
@@ -280,7 +291,8 @@ def synthetic_dataset(
     Floats are standard normal; integers uniform in [0, 100), or in [0, n) when the input
     indexes a table of n rows (``bounds``, see ``index_bounds``: token type ids index 2);
     inputs named like a mask are all ones; dynamic dims other than the sample axis are
-    ``SYNTHETIC_DIM`` (16; set real ones with an input shape override); 0-d inputs get one value.
+    ``SYNTHETIC_DIM`` (16), or ``SYNTHETIC_IMAGE_DIM`` (64) for the height and width of an
+    image (set real ones with an input shape override); 0-d inputs get one value.
     """
     _check_synthetic_size(specs, samples)
     rng = np.random.default_rng(seed)

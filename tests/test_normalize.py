@@ -176,3 +176,13 @@ def test_lstm_weights_are_op_table_entries(tmp_path: Path) -> None:
     assert rows["B"]["reason"] == "bias"
     report = prune_file(model, tmp_path / "p.onnx", PruneOptions(0.5, min_fan_in=0))
     assert {layer["name"] for layer in report["pruning"]["layers"]} == {"W", "R", "head"}
+
+
+def test_made_up_images_are_large_enough_for_a_detector() -> None:
+    from onnxprune.data import InputSpec
+
+    spec = InputSpec("images", np.dtype("float32"), ("batch", 3, "height", "width"), 0)
+    tokens = InputSpec("input_ids", np.dtype("int64"), ("batch", "sequence"), 0)
+    made_up = synthetic_dataset([spec, tokens], samples=2)
+    assert made_up.inputs["images"].shape == (2, 3, 64, 64)
+    assert made_up.inputs["input_ids"].shape == (2, 16)
