@@ -1,0 +1,136 @@
+"""Everything the engine needs, prepared and checked before any training.
+
+``prepare`` loads the student and teacher (normalised), refuses what repair cannot train
+(quantized graphs, ops without a torch rule, non-float32 weights, mismatched teacher, group
+balancing without groups), checks the interpreter against onnxruntime on the student, splits and
+chunks the calibration data, cuts the graph into segments and runs the teacher for its targets.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import onnx_ir as ir
+import torch
+
+from onnxprune.calibration import detect_mask_input
+from onnxprune.data import Dataset
+from onnxprune.errors import InputError
+from onnxprune.repair.chunks import Chunk, make_chunks, split_samples
+from onnxprune.repair.losses import Objective
+from onnxprune.repair.options import RepairOptions
+from onnxprune.repair.program import GraphProgram
+from onnxprune.repair.segments import Segment, float_outputs, plan_segments
+from onnxprune.repair.targets import (
+    check_interpreter,
+    check_pair,
+    mean_squares,
+    teacher_targets,
+)
+from onnxprune.repair.trainable import TrainableTensor, find_trainable, refuse_quantized
+from onnxprune.tasks import resolve_task
+
+__all__ = ["Setup", "prepare"]
+
+
+@dataclass
+class Setup:
+    """The student program, its trainable weights, the data and the plan."""
+
+    options: RepairOptions
+    program: GraphProgram
+    trainable: dict[str, TrainableTensor]
+    params: dict[str, torch.nn.Parameter]
+    masks: dict[str, torch.Tensor]
+    segments: list[Segment]
+    notes: list[dict]
+    train: list[Chunk]
+    held: list[Chunk]
+    objective: Objective
+    outputs: tuple[str, ...]
+    scales: dict[str, float]
+    tasks: dict[str, str | None]
+    probabilities: dict[str, bool]
+
+
+def _objective(options: RepairOptions, data: Dataset) -> Objective:
+    if not options.group_balanced:
+        return Objective()
+    if not data.groups:
+        raise InputError(
+            "--group-balanced needs 'group.<attribute>' arrays in the calibration data"
+        )
+    if any(data.axis(name) != 0 for name in data.inputs):
+        raise InputError("--group-balanced needs every input's samples on axis 0")
+    return Objective(data.groups, options.beta)
+
+
+def _chunks(options: RepairOptions, data: Dataset) -> tuple[list[Chunk], list[Chunk]]:
+    mask = detect_mask_input(data, options.mask_input)
+    train, held = split_samples(data.samples, options.held_out, options.seed)
+    return (
+        make_chunks(data, train, options.batch_size, mask, trim=True),
+        make_chunks(data, held, options.batch_size, mask, trim=True),
+    )
+
+
+def _is_probability(tensor: torch.Tensor) -> bool:
+    if tensor.dim() < 2 or tensor.shape[-1] < 2 or not tensor.dtype.is_floating_point:
+        return False
+    rows = tensor.double()
+    return bool((rows >= 0).all() and torch.allclose(rows.sum(-1), torch.ones(1).double(), 0, 1e-3))
+
+
+def _parameters(program: GraphProgram, trainable: dict[str, TrainableTensor]):
+    params = {
+        name: torch.nn.Parameter(program.constants[name].clone()) for name in sorted(trainable)
+    }
+    masks = {name: params[name].detach() != 0 for name, t in trainable.items() if t.masked}
+    return params, masks
+
+
+def prepare(
+    student: ir.Model,
+    student_path: str | os.PathLike,
+    teacher: ir.Model,
+    data: Dataset,
+    options: RepairOptions,
+) -> Setup:
+    """Check and prepare a repair of ``student`` towards ``teacher`` on ``data``."""
+    refuse_quantized(student)
+    check_pair(student, teacher)
+    trainable = find_trainable(student)
+    program = GraphProgram(student)
+    objective = _objective(options, data)
+    train, held = _chunks(options, data)
+    check_interpreter(program, student_path, train[0])
+    teacher_names = {v.name for node in teacher.graph for v in node.outputs}
+    segments, notes = plan_segments(student, program, teacher_names, set(trainable))
+    outputs = float_outputs(student)
+    if not outputs:
+        raise InputError("the model has no floating-point output to learn from")
+    names = sorted({n for s in segments for n in s.targets} | set(outputs))
+    teacher_targets(teacher, names, train + held)
+    for chunk in train + held:
+        chunk.env = {name: torch.from_numpy(array) for name, array in chunk.feed.items()}
+    first = train[0].targets
+    has_labels = data.labels is not None
+    tasks = {n: resolve_task(None, n, first[n].numpy(), has_labels).name for n in outputs}
+    params, masks = _parameters(program, trainable)
+    return Setup(
+        options=options,
+        program=program,
+        trainable=trainable,
+        params=params,
+        masks=masks,
+        segments=segments,
+        notes=notes,
+        train=train,
+        held=held,
+        objective=objective,
+        outputs=outputs,
+        scales=mean_squares(names, train),
+        tasks=tasks,
+        probabilities={n: _is_probability(first[n]) for n in outputs},
+    )
