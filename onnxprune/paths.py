@@ -133,7 +133,7 @@ def _check_destination(path: Path) -> None:
         if not parent.is_dir():
             raise InputError(f"{path}: output folder {parent} does not exist")
         limit = os.pathconf(parent, "PC_NAME_MAX")
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):  # no pathconf on Windows
         limit = 255
     if len(os.fsencode(path.name)) > limit:
         raise InputError(f"{path}: file name too long (at most {limit} bytes here)")
