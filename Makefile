@@ -32,11 +32,12 @@ demo: install
 	mkdir -p $(OUT)
 	$(BIN)/onnxprune compress fixtures/digits_cnn.onnx --method sparsegpt --target-sparsity 0.5 \
 		--calibration fixtures/digits_cnn-calibration.npz --data fixtures/digits_cnn-eval.npz \
-		-o $(OUT)/digits_cnn.sparse.onnx --max-accuracy-drop 0.02
+		-o $(OUT)/digits_cnn.sparse.onnx --max-accuracy-drop 0.02 --html $(OUT)/digits_cnn.sparse.html
 	$(BIN)/onnxprune compress fixtures/adult_mlp.onnx --structured --reconstruct \
 		--target-sparsity 0.5 --quantize int8 --calibration fixtures/adult_mlp-calibration.npz \
 		--data fixtures/adult_mlp-eval.npz -o $(OUT)/adult_mlp.edge.onnx \
-		--max-accuracy-drop 0.02 --max-group-drop 0.03
+		--max-accuracy-drop 0.02 --max-group-drop 0.03 --html $(OUT)/adult_mlp.edge.html
+	@echo "HTML reports (open in a browser): $(OUT)/digits_cnn.sparse.html $(OUT)/adult_mlp.edge.html"
 
 edge: install
 	mkdir -p $(OUT)

@@ -18,6 +18,8 @@ from cli.options import (
     debug_option,
     gate_options,
     gates_from,
+    html_from,
+    html_option,
     input_shape_option,
     input_shapes_from,
     json_option,
@@ -28,6 +30,7 @@ from cli.options import (
     verify_options,
     verify_options_from,
 )
+from onnxprune.html import load_report, require_matplotlib, write_html
 from onnxprune.inspection import render_inspection
 from onnxprune.paths import StagedOutputs, check_writes, model_reads, model_writes, unstaged
 from onnxprune.quantize import MODES
@@ -57,13 +60,24 @@ def _outputs(reads: list[Any], writes: list[Any]) -> StagedOutputs:
     return staged
 
 
-def _emit(report: dict, as_json: bool, report_path: Path | None, out: StagedOutputs) -> None:
-    """Write the report beside the staged outputs, move them all into place, then print."""
+def _emit(
+    report: dict,
+    as_json: bool,
+    report_path: Path | None,
+    out: StagedOutputs,
+    html: Path | None = None,
+) -> None:
+    """Write the report (and its HTML page) beside the staged outputs, move them all into
+    place, then print."""
     report = unstaged(report)
     if report_path is not None:
         write_json(out(report_path), report)
+    if html is not None:
+        write_html(out(html), report)
     out.commit()
     click.echo(to_json(report).rstrip("\n") if as_json else render_report(report))
+    if html is not None and not as_json:
+        click.echo(f"HTML report: {html}")
 
 
 def _parse_dims(dims: tuple[str, ...]) -> dict[str, int]:
@@ -158,16 +172,20 @@ def prune(model: Path, output: Path, report: Path | None, as_json: bool, **param
 @click.argument("candidate", type=click.Path(path_type=Path))
 @verify_options
 @gate_options
+@html_option
 @debug_option
 def verify(
     baseline: Path, candidate: Path, report: Path | None, as_json: bool, **params: Any
 ) -> None:
     """Compare CANDIDATE with BASELINE in onnxruntime: accuracy, agreement, groups, speed, size."""
-    out = _outputs([*model_reads(baseline), *model_reads(candidate), params["data"]], [report])
+    html = html_from(params)
+    out = _outputs(
+        [*model_reads(baseline), *model_reads(candidate), params["data"]], [report, html]
+    )
     result = onnxprune.verify_files(
         baseline, candidate, verify_options_from(params), gates_from(params)
     )
-    _emit(result, as_json, report, out)
+    _emit(result, as_json, report, out, html)
     _finish(result)
 
 
@@ -210,15 +228,17 @@ def verify(
 )
 @verify_options
 @gate_options
+@html_option
 @debug_option
 def compress(
     model: Path, output: Path | None, report: Path | None, as_json: bool, **params: Any
 ) -> None:
     """Clean up, prune, optionally quantize and verify MODEL; write the model and a report."""
     output, default_report = onnxprune.default_outputs(model, output)
+    html = html_from(params)
     out = _outputs(
         [*model_reads(model), params["calibration"], params["data"], params["replay"]],
-        [*model_writes(output), report or default_report, params["manifest"]],
+        [*model_writes(output), report or default_report, params["manifest"], html],
     )
     options = prune_options_from(params)
     quantize = None
@@ -240,7 +260,7 @@ def compress(
             default_budget=params["default_budget"],
         )
     _write_manifest(result, model, params, out)
-    _emit(result, as_json, report or default_report, out)
+    _emit(result, as_json, report or default_report, out, html)
     _finish(result)
 
 
@@ -269,13 +289,15 @@ def compress(
 @quantize_options
 @verify_options
 @gate_options
+@html_option
 @debug_option
 def quantize(model: Path, output: Path, report: Path | None, as_json: bool, **params: Any) -> None:
     """Quantize MODEL's weights with onnxruntime's tools, verify, and write OUTPUT."""
     options = quantize_options_from(params, params["mode"], params["exclude"])
+    html = html_from(params)
     out = _outputs(
         [*model_reads(model), params["calibration"], params["data"]],
-        [*model_writes(output), report],
+        [*model_writes(output), report, html],
     )
     result = onnxprune.quantize_file(
         model,
@@ -285,8 +307,26 @@ def quantize(model: Path, output: Path, report: Path | None, as_json: bool, **pa
         gates_from(params),
         auto_exclude=params["auto_exclude"],
     )
-    _emit(result, as_json, report, out)
+    _emit(result, as_json, report, out, html)
     _finish(result)
+
+
+@main.command("report")
+@click.argument("report_file", metavar="REPORT", type=click.Path(path_type=Path))
+@click.option(
+    "--html",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Write the report as one self-contained HTML page here.",
+)
+@debug_option
+def report_command(report_file: Path, html: Path, debug: bool) -> None:
+    """Render a JSON report (any command's --report) as a self-contained HTML page."""
+    require_matplotlib()
+    out = _outputs([report_file], [html])
+    write_html(out(html), load_report(report_file))
+    out.commit()
+    click.echo(f"HTML report: {html}")
 
 
 @main.command("drop-layers")

@@ -11,6 +11,7 @@ import click
 from onnxprune.allocation import ALLOCATIONS
 from onnxprune.calibration import CalibrationOptions
 from onnxprune.errors import InputError
+from onnxprune.html import INSTALL_HINT, require_matplotlib
 from onnxprune.normalize import parse_input_shape
 from onnxprune.pruning import PruneOptions, parse_pattern
 from onnxprune.quantize import QuantizeOptions
@@ -25,6 +26,8 @@ __all__ = [
     "debug_option",
     "gate_options",
     "gates_from",
+    "html_from",
+    "html_option",
     "input_shape_option",
     "input_shapes_from",
     "json_option",
@@ -259,6 +262,22 @@ gate_options = _stack(
     ),
     json_option,
 )
+
+html_option = click.option(
+    "--html",
+    type=click.Path(path_type=Path),
+    default=None,
+    help=f"Also write the report as one self-contained HTML page (needs matplotlib: "
+    f"{INSTALL_HINT}).",
+)
+
+
+def html_from(params: dict[str, Any]) -> Path | None:
+    """The ``--html`` path; refuses it up front when matplotlib is not installed."""
+    path = params.get("html")
+    if path is not None:
+        require_matplotlib()
+    return path
 
 
 quantize_options = _stack(

@@ -2,7 +2,9 @@
 
 Both sessions get the same input batch; after warm-up, runs alternate between the models (the
 order flips every round, so neither always runs on a warmer cache), and the report gives the
-median and 95th percentile of each plus the ratio of medians.
+median and 95th percentile of each plus the ratio of medians. The per-run times are kept too
+(``times_ms``, in run order, at most ``MAX_RAW_TIMES`` of them, rounded to ``RAW_DIGITS``
+significant digits) so a report can show the whole distribution, not only its percentiles.
 """
 
 from __future__ import annotations
@@ -26,6 +28,18 @@ MIN_PAIRS = 20
 # Per-pair ratios must clear 1 by this margin: a model timed against a copy of itself on these
 # machines shows quartiles up to ~1.05x apart from 1 when the other core is busy.
 NOISE_MARGIN = 1.05
+# Raw per-run times kept in the report: enough for a distribution plot, small in the JSON.
+MAX_RAW_TIMES = 1000
+RAW_DIGITS = 4
+
+
+def _raw_times(values: list[float]) -> list[float]:
+    """``values`` rounded to ``RAW_DIGITS`` significant digits; evenly thinned to at most
+    ``MAX_RAW_TIMES`` (the first and last runs are always kept)."""
+    if len(values) > MAX_RAW_TIMES:
+        picks = np.linspace(0, len(values) - 1, MAX_RAW_TIMES).round().astype(int)
+        values = [values[i] for i in picks]
+    return [float(f"{v:.{RAW_DIGITS}g}") for v in values]
 
 
 def _spread(ratios: np.ndarray) -> dict:
@@ -56,7 +70,8 @@ def measure_latency(
     ``speedup`` is baseline p50 / candidate p50: above 1 means the candidate is faster. Its
     spread is the interquartile range of the per-round ratios (``speedup_iqr``);
     ``conclusive`` is False (with a ``note``) when there were fewer than ``MIN_PAIRS`` rounds or
-    that range comes within ``NOISE_MARGIN`` of 1, so noise is never shown as a speed-up.
+    that range comes within ``NOISE_MARGIN`` of 1, so noise is never shown as a speed-up. Each
+    model's entry also holds its per-run times (``times_ms``, see ``_raw_times``).
     """
     sessions = {"baseline": baseline, "candidate": candidate}
     for _ in range(warmup):
@@ -73,6 +88,7 @@ def measure_latency(
             "p50_ms": float(np.percentile(values, 50)),
             "p95_ms": float(np.percentile(values, 95)),
             "iqr_ms": [float(v) for v in np.percentile(values, [25, 75])],
+            "times_ms": _raw_times(values),
         }
     result["speedup"] = result["baseline"]["p50_ms"] / result["candidate"]["p50_ms"]
     ratios = np.asarray(times["baseline"]) / np.asarray(times["candidate"])
