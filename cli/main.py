@@ -221,6 +221,13 @@ def verify(
     help="Fold BatchNorm, drop Identity/Dropout, fold constants first.",
 )
 @click.option(
+    "--optimize/--no-optimize",
+    default=False,
+    show_default=True,
+    help="After pruning, fuse for onnxruntime (attention, LayerNorm, GELU) and also report "
+    "speed against the dense model optimised the same way.",
+)
+@click.option(
     "--default-budget/--no-default-budget",
     default=True,
     show_default=True,
@@ -258,6 +265,7 @@ def compress(
             cleanup=params["cleanup"],
             auto_exclude=params["auto_exclude"],
             default_budget=params["default_budget"],
+            optimize=params["optimize"],
         )
     _write_manifest(result, model, params, out)
     _emit(result, as_json, report or default_report, out, html)

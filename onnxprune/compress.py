@@ -28,6 +28,7 @@ from onnxprune.model_io import (
     uses_external_data,
 )
 from onnxprune.normalize import load_normalized
+from onnxprune.optimize import optimize_stage
 from onnxprune.pruning import PruneOptions
 from onnxprune.quantize import QuantizeOptions, quantize_model_file
 from onnxprune.report import build_report
@@ -164,8 +165,10 @@ def compress_file(
     cleanup: bool = True,
     auto_exclude: bool = False,
     default_budget: bool = True,
+    optimize: bool = False,
 ) -> dict:
-    """Clean up, prune and optionally quantize ``model`` into ``output``; verify every stage.
+    """Clean up, prune, optionally optimise for onnxruntime (``onnxprune.optimize``) and
+    quantize ``model`` into ``output``; verify every stage.
 
     Without any gate and with ``default_budget``, the budget is ``verify.default_gates``
     (agreement or cosine >= 0.95 on the scored output), so a broken model never passes."""
@@ -192,10 +195,17 @@ def compress_file(
             sections["cleanup"] = cleanup_file(current, cleaned)
             stages.append(("cleanup", cleaned))
             current = cleaned
-        pruned = Path(work) / "pruned.onnx" if quantize else output
+        pruned = Path(work) / "pruned.onnx" if quantize or optimize else output
         pruning = prune_file(current, pruned, prune_options, calibration_options, decisions)
-        if quantize:
+        last = "prune"
+        if optimize:
             stages.append(("prune", pruned))
+            fused = Path(work) / "optimized.onnx" if quantize else output
+            args = (model, pruned, fused, Path(work), verify_options, dataset)
+            sections["optimization"] = optimize_stage(*args)
+            pruned, last = fused, "optimize"
+        if quantize:
+            stages.append((last, pruned))
             sections["quantization"] = _quantize_within_budget(
                 model,
                 pruned,
@@ -212,7 +222,7 @@ def compress_file(
             _stage(name, verify_models(model, path, verify_options, dataset))
             for name, path in stages
         ]
-    final = "quantize" if quantize else "prune"
+    final = "quantize" if quantize else last
     report = build_report(
         "compress",
         model,

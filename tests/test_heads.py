@@ -75,8 +75,8 @@ def _export(name: str, folder: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def exports(tmp_path_factory) -> dict[str, Path]:
+def hf_exports(tmp_path_factory) -> dict[str, Path]:
+    """Export name -> model path: the committed copy, else a fresh export (see the docstring)."""
     folder = tmp_path_factory.mktemp("hf")
     found = {}
     for name in EXPORTS:
@@ -85,7 +85,11 @@ def exports(tmp_path_factory) -> dict[str, Path]:
     return found
 
 
-def _feed() -> dict[str, np.ndarray]:
+exports = pytest.fixture(scope="session", name="exports")(hf_exports)
+
+
+def feed() -> dict[str, np.ndarray]:
+    """Three sequences of 7 tokens, the last one padded after 4."""
     ids = np.random.default_rng(0).integers(1, 1000, (3, 7))
     mask = np.ones((3, 7), dtype=np.int64)
     mask[2, 4:] = 0
@@ -95,7 +99,7 @@ def _feed() -> dict[str, np.ndarray]:
 def _run(model: onnx.ModelProto | str) -> list[np.ndarray]:
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
     session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
-    return session.run(None, _feed())
+    return session.run(None, feed())
 
 
 def _heads(path: Path) -> list:

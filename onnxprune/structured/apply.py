@@ -117,10 +117,13 @@ def edit_shape_constant(model: ir.Model, node: ir.Node, edit: ShapeEdit, units: 
 
 
 def reinfer_shapes(model: ir.Model) -> None:
-    """Forget intermediate shapes and infer them again after tensors changed size."""
+    """Forget the static dims of intermediate shapes and infer them again after tensors changed
+    size. Named symbolic dims (``batch``, ``sequence``) stay: inference cannot always recover
+    them, and onnxruntime's fusions check that Q, K and V agree on them."""
     for node in model.graph:
         for output in node.outputs:
-            if output not in model.graph.outputs:
-                output.shape = None
+            if output not in model.graph.outputs and output.shape is not None:
+                symbolic = [d if isinstance(d, ir.SymbolicDim) else None for d in output.shape]
+                output.shape = ir.Shape(symbolic)
     RemoveUnusedNodesPass()(model)
     ShapeInferencePass()(model)
