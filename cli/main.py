@@ -16,6 +16,8 @@ from cli.options import (
     COMPRESS_QUANTIZE,
     calibration_options_from,
     debug_option,
+    explain_options,
+    explain_options_from,
     gate_options,
     gates_from,
     html_from,
@@ -30,6 +32,7 @@ from cli.options import (
     verify_options,
     verify_options_from,
 )
+from onnxprune.explain import check_explainable, explain_report
 from onnxprune.html import load_report, require_matplotlib, write_html
 from onnxprune.inspection import render_inspection
 from onnxprune.paths import StagedOutputs, check_writes, model_reads, model_writes, unstaged
@@ -172,6 +175,7 @@ def prune(model: Path, output: Path, report: Path | None, as_json: bool, **param
 @click.argument("candidate", type=click.Path(path_type=Path))
 @verify_options
 @gate_options
+@explain_options
 @html_option
 @debug_option
 def verify(
@@ -179,12 +183,15 @@ def verify(
 ) -> None:
     """Compare CANDIDATE with BASELINE in onnxruntime: accuracy, agreement, groups, speed, size."""
     html = html_from(params)
+    verify_options, explain = verify_options_from(params), explain_options_from(params)
+    if explain is not None:
+        check_explainable(baseline, verify_options, explain)
     out = _outputs(
         [*model_reads(baseline), *model_reads(candidate), params["data"]], [report, html]
     )
-    result = onnxprune.verify_files(
-        baseline, candidate, verify_options_from(params), gates_from(params)
-    )
+    result = onnxprune.verify_files(baseline, candidate, verify_options, gates_from(params))
+    if explain is not None:
+        explain_report(result, baseline, candidate, verify_options, explain)
     _emit(result, as_json, report, out, html)
     _finish(result)
 
@@ -235,6 +242,7 @@ def verify(
 )
 @verify_options
 @gate_options
+@explain_options
 @html_option
 @debug_option
 def compress(
@@ -243,6 +251,9 @@ def compress(
     """Clean up, prune, optionally quantize and verify MODEL; write the model and a report."""
     output, default_report = onnxprune.default_outputs(model, output)
     html = html_from(params)
+    explain = explain_options_from(params)
+    if explain is not None:
+        check_explainable(model, verify_options_from(params), explain)
     out = _outputs(
         [*model_reads(model), params["calibration"], params["data"], params["replay"]],
         [*model_writes(output), report or default_report, params["manifest"], html],
@@ -267,6 +278,8 @@ def compress(
             default_budget=params["default_budget"],
             optimize=params["optimize"],
         )
+    if explain is not None:
+        explain_report(result, model, out(output), verify_options_from(params), explain)
     _write_manifest(result, model, params, out)
     _emit(result, as_json, report or default_report, out, html)
     _finish(result)

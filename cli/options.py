@@ -11,6 +11,7 @@ import click
 from onnxprune.allocation import ALLOCATIONS
 from onnxprune.calibration import CalibrationOptions
 from onnxprune.errors import InputError
+from onnxprune.explain import ExplainOptions
 from onnxprune.html import INSTALL_HINT, require_matplotlib
 from onnxprune.normalize import parse_input_shape
 from onnxprune.pruning import PruneOptions, parse_pattern
@@ -24,6 +25,8 @@ from onnxprune.verify import Gates, VerifyOptions
 __all__ = [
     "calibration_options_from",
     "debug_option",
+    "explain_options",
+    "explain_options_from",
     "gate_options",
     "gates_from",
     "html_from",
@@ -279,6 +282,47 @@ def html_from(params: dict[str, Any]) -> Path | None:
         require_matplotlib()
     return path
 
+
+explain_options = _stack(
+    click.option(
+        "--explain",
+        type=click.IntRange(min=1),
+        default=None,
+        metavar="N",
+        help="Explain N evaluation samples (seeded) on both models by occlusion and report how "
+        "far the explanations drift.",
+    ),
+    click.option("--explain-top-k", type=click.IntRange(min=1), default=5, show_default=True),
+    click.option("--explain-seed", type=int, default=0, show_default=True),
+    click.option(
+        "--explain-patch",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Image patch side in pixels (default: at most 8x8 patches).",
+    ),
+    click.option(
+        "--min-explanation-agreement",
+        type=float,
+        default=None,
+        help="Fail (exit 1) if the explanations' mean top-k overlap is below this.",
+    ),
+)
+
+
+def explain_options_from(params: dict[str, Any]) -> ExplainOptions | None:
+    if params["explain"] is None:
+        if params["min_explanation_agreement"] is not None:
+            raise InputError("--min-explanation-agreement needs --explain N")
+        return None
+    options = ExplainOptions(
+        samples=params["explain"],
+        top_k=params["explain_top_k"],
+        seed=params["explain_seed"],
+        patch=params["explain_patch"],
+        min_agreement=params["min_explanation_agreement"],
+    )
+    options.validate()
+    return options
 
 quantize_options = _stack(
     click.option(

@@ -285,6 +285,28 @@ def _extra_lines(report: dict) -> list[str]:
     return lines
 
 
+def _explanation_lines(section: dict) -> list[str]:
+    """The ``explanation`` section (``onnxprune.explain``) in a few lines."""
+    agg = section["aggregate"]
+    lines = [
+        f"Explanation drift: {section['method']} of {section['units']} {section['unit']}s of "
+        f"'{section['input']}', {section['samples']} samples, top-{section['top_k']}",
+        f"  agreement (top-k overlap) {agg['agreement']:.3f}, Spearman mean/min "
+        f"{agg['spearman_mean']:.3f}/{agg['spearman_min']:.3f}, sign agreement "
+        f"{agg['sign_agreement_mean']:.3f}",
+        f"  global ranking Spearman {section['global']['spearman']:.3f}; "
+        f"{section['seconds_per_sample']:.4f} s per sample (both models)",
+        "  worst samples: "
+        + ", ".join(f"#{w['index']} ({w['top_k_overlap']:.2f})" for w in section["worst"]),
+    ]
+    for attribute, summary in section["groups"].items():
+        groups = ", ".join(
+            f"{g['group']} {g['agreement']:.3f} (n={g['samples']})" for g in summary["groups"]
+        )
+        lines.append(f"  by {attribute}: {groups}")
+    return lines
+
+
 def render_report(report: dict) -> str:
     """The report as a readable terminal table."""
     target = f" -> {report['output']}" if report["output"] else ""
@@ -294,6 +316,8 @@ def render_report(report: dict) -> str:
         lines += _pruning_lines(report["pruning"])
     if report["verification"]:
         lines += _verification_lines(report["verification"])
+    if report.get("explanation"):
+        lines += _explanation_lines(report["explanation"])
     lines += _gate_lines(report)
     return "\n".join(lines)
 

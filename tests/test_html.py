@@ -103,14 +103,14 @@ def _invoke(*args: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def adult_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, Path]:
-    """compress of the Adult fixture (structured + int8, groups, gates), with --html."""
+    """compress of the Adult fixture (structured + int8, groups, gates, explanations), --html."""
     folder = tmp_path_factory.mktemp("html")
     report, page = folder / "r.json", folder / "r.html"
     result = _invoke(
         "compress", ADULT, "-o", folder / "m.onnx", "--structured", "--reconstruct",
         "--quantize", "int8", "--calibration", FIXTURES / "adult_mlp-calibration.npz",
         "--data", ADULT_DATA, "--latency-runs", 6, "--warmup", 1,
-        "--max-accuracy-drop", 0.02, "--max-group-drop", 0.03,
+        "--max-accuracy-drop", 0.02, "--max-group-drop", 0.03, "--explain", 6,
         "--report", report, "--html", page,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -149,9 +149,9 @@ def _check_figures(data: dict, page: _Page, expected: set[str]) -> None:
 def test_compress_page_shows_every_number_figure_and_section(adult_run) -> None:
     data, text, _ = adult_run
     page = _check_every_value(data, text)
-    _check_figures(
-        data, page, {"fig-sparsity", "fig-latency", "fig-size", "fig-groups-race", "fig-groups-sex"}
-    )
+    groups = {f"fig-{kind}-{a}" for kind in ("groups", "explain-groups") for a in ("race", "sex")}
+    explain = {"fig-explain-samples", "fig-explain-global"}
+    _check_figures(data, page, {"fig-sparsity", "fig-latency", "fig-size", *groups, *explain})
     for key in set(data) - RUN_KEYS:
         assert page.sections[f"sec-{key}"] >= 1, key  # every section has its table(s)
     assert page.sections["sec-gates"] == 1 and page.sections["sec-run"] >= 1

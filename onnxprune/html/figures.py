@@ -5,7 +5,8 @@
 * ``latency``: the distribution of per-run times of both models (box plot and every run);
 * ``size``: bytes on disk and DEFLATE-compressed bytes of the original, each stage and the result;
 * ``groups-<attribute>``: per-group accuracy before/after with 95% Wilson intervals, small groups
-  hatched.
+  hatched;
+* the explanation drift figures (``explain_figures``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 
 from onnxprune.html.draw import AFTER, BEFORE, Plot, new_figure, style, svg_data_uri
+from onnxprune.html.explain_figures import explanation_figures
 
 __all__ = ["SMALL_GROUP", "report_figures"]
 
@@ -247,6 +249,7 @@ def report_figures(
     with style():
         plots = [plot for draw in _SINGLE if (plot := draw(report)) is not None]
         plots += _groups(report)
+        plots += explanation_figures(report)
         for draw in extra:
             plots += draw(report)
     return plots
