@@ -4,10 +4,12 @@
 up to float rounding (the ``compress`` report checks max abs diff); it folds BatchNormalization
 into a preceding Conv, ConvTranspose or Gemm with constant parameters (onnxscript's rewrite
 rules), removes Identity nodes and inference-time Dropout (its mask output unused), folds
-constant sub-graphs and removes dead nodes (onnxscript's optimizer). The onnxscript steps run on
-a copy: a step that fails on a graph is skipped and named in ``skipped`` with the reason, the
-model left as it was before that step. ``modified`` is True when the node count changed;
-``counts`` says how many nodes of each op type went.
+constant sub-graphs and removes dead nodes (onnxscript's optimizer). The onnx-ir and onnxscript
+steps run on a copy: a step that fails on a graph (onnx-ir's Identity elimination on an ``If``
+branch that returns an outer value, onnxscript's optimizer on ``SplitToSequence``) is skipped
+and named in ``skipped`` with the reason, the model left as it was before that step.
+``modified`` is True when the node count changed; ``counts`` says how many nodes of each op
+type went.
 """
 
 from __future__ import annotations
@@ -65,6 +67,18 @@ def _optimize(model: ir.Model) -> None:
     onnxscript.optimizer.optimize_ir(model, num_iterations=2)
 
 
+def _remove_identities(model: ir.Model) -> None:
+    IdentityEliminationPass()(model)
+
+
+# Steps from other libraries, run on a copy: one that raises is skipped, with the reason.
+_STEPS = (
+    ("remove Identity", _remove_identities),
+    ("fold BatchNormalization", _fold_batchnorm),
+    ("optimize", _optimize),
+)
+
+
 def _replace_graph(model: ir.Model, working: ir.Model) -> None:
     """Make ``model`` the transformed copy ``working`` (same object, new contents)."""
     model.graph = working.graph  # the graph carries the opset imports
@@ -84,9 +98,8 @@ class CleanupPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         before = Counter(node.op_type for node in model.graph)
         RemoveDropoutPass()(model)
-        IdentityEliminationPass()(model)
         self.skipped = {}
-        for step, run in (("fold BatchNormalization", _fold_batchnorm), ("optimize", _optimize)):
+        for step, run in _STEPS:
             working = model.clone()
             try:
                 run(working)
