@@ -6,12 +6,16 @@ STAMP := $(VENV)/.installed-stamp
 OUT := out
 
 # The edge pipeline: `make edge MODEL=m.onnx DATA=eval.npz CALIBRATION=calib.npz` removes
-# channels/neurons with repair, quantizes to int8 and fails the build on a broken budget.
+# channels/neurons with repair, quantizes to int8 and fails the build on a broken budget, then
+# packages the result for onnxruntime in $(OUT)/<model>.edge/ (model.ort, its operator config,
+# report.json/.html, manifest.json) and fails the build if the .ort disagrees with the .onnx.
 MODEL ?= fixtures/adult_mlp.onnx
 DATA ?= fixtures/adult_mlp-eval.npz
 CALIBRATION ?= fixtures/adult_mlp-calibration.npz
 SPARSITY ?= 0.5
 MAX_DROP ?= 0.02
+PLATFORM ?= amd64
+EDGE = $(OUT)/$(notdir $(basename $(MODEL))).edge
 
 .PHONY: install test demo fixtures lint edge clean
 
@@ -43,9 +47,9 @@ edge: install
 	mkdir -p $(OUT)
 	$(BIN)/onnxprune compress $(MODEL) --structured --reconstruct --target-sparsity $(SPARSITY) \
 		--calibration $(CALIBRATION) --quantize int8 --data $(DATA) \
-		-o $(OUT)/$(notdir $(basename $(MODEL))).edge.onnx \
-		--report $(OUT)/$(notdir $(basename $(MODEL))).edge.report.json \
-		--max-accuracy-drop $(MAX_DROP)
+		-o $(EDGE).onnx --report $(EDGE).report.json --max-accuracy-drop $(MAX_DROP)
+	$(BIN)/onnxprune export-edge $(EDGE).onnx -o $(EDGE) --platform $(PLATFORM) \
+		--baseline $(MODEL) --data $(DATA) --max-accuracy-drop $(MAX_DROP)
 
 fixtures: install
 	$(BIN)/python fixtures/build.py

@@ -94,6 +94,9 @@ def write_json(path: str | os.PathLike, data: dict) -> None:
     try:
         with handle:
             handle.write(text)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(handle.name, 0o666 & ~mask)  # as open() would create it, not 0600
         os.replace(handle.name, path)
     except OSError as error:
         Path(handle.name).unlink(missing_ok=True)

@@ -78,8 +78,11 @@ def _parse(text: str) -> _Page:
 
 
 def _lookup(data: Any, path: str) -> Any:
-    for key, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", path):
-        data = data[int(index)] if index else data[key]
+    """The value at a data-path: ``a.b``, ``a[3]``, ``a["any key"]``."""
+    for key, index, quoted in re.findall(
+        r'([A-Za-z_][\w-]*)|\[(\d+)\]|\[("(?:[^"\\]|\\.)*")\]', path
+    ):
+        data = data[int(index)] if index else data[json.loads(quoted) if quoted else key]
     return data
 
 
@@ -87,7 +90,9 @@ def _leaves(value: Any, path: str = "") -> dict[str, Any]:
     if isinstance(value, dict):
         found = {}
         for key, item in value.items():
-            found.update(_leaves(item, f"{path}.{key}" if path else key))
+            plain = re.fullmatch(r"[A-Za-z_][\w-]*", key) and key.isascii()
+            child = (f"{path}.{key}" if path else key) if plain else f"{path}[{json.dumps(key)}]"
+            found.update(_leaves(item, child))
         return found
     if isinstance(value, list):
         found = {}

@@ -4,6 +4,7 @@
   (structured);
 * ``latency``: the distribution of per-run times of both models (box plot and every run);
 * ``size``: bytes on disk and DEFLATE-compressed bytes of the original, each stage and the result;
+* ``package``: the size of each file of an edge package (``export-edge``);
 * ``groups-<attribute>``: per-group accuracy before/after with 95% Wilson intervals, small groups
   hatched;
 * the explanation drift figures (``explain_figures``).
@@ -171,6 +172,26 @@ def _size(report: dict) -> Plot | None:
     )
 
 
+def _package(report: dict) -> Plot | None:
+    files = (report.get("edge") or {}).get("files") or []
+    if not files:
+        return None
+    figure = new_figure(7, 1 + 0.35 * len(files))
+    ax = figure.subplots()
+    rows = np.arange(len(files))
+    ax.barh(rows, [f["bytes"] / 1024 for f in files], 0.6, color=AFTER)
+    ax.set_yticks(rows, [f["name"] for f in files])
+    ax.invert_yaxis()
+    ax.set_xlabel("KiB")
+    return Plot(
+        "package",
+        "Edge package files",
+        "Size of each file of the package (report and manifest sizes are in manifest.json).",
+        ("edge.files",),
+        svg_data_uri(figure),
+    )
+
+
 def _wilson(p: float | None, n: int, z: float = 1.96) -> tuple[float, float]:
     """Half-widths below and above ``p`` of its 95% Wilson interval over ``n`` samples."""
     if p is None or not n:
@@ -239,7 +260,7 @@ def _groups(report: dict) -> list[Plot]:
     return [_group_plot(a, s) for a, s in groups.items() if s.get("groups")]
 
 
-_SINGLE: tuple[Callable[[dict], Plot | None], ...] = (_sparsity, _latency, _size)
+_SINGLE: tuple[Callable[[dict], Plot | None], ...] = (_sparsity, _latency, _size, _package)
 
 
 def report_figures(

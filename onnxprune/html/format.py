@@ -9,12 +9,15 @@ JSON's value and that nothing in the JSON is left out.
 from __future__ import annotations
 
 import html
+import json
+import re
 from typing import Any
 
 __all__ = ["SIGNIFICANT_DIGITS", "child_path", "format_value", "scalar_html"]
 
 # Floats are shown with this many significant digits (the JSON keeps full precision).
 SIGNIFICANT_DIGITS = 6
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 
 def format_value(value: Any) -> str:
@@ -32,10 +35,13 @@ def format_value(value: Any) -> str:
 
 
 def child_path(parent: str, key: str | int) -> str:
-    """The ``data-path`` of ``parent``'s member ``key`` (a dict key or a list index)."""
+    """The ``data-path`` of ``parent``'s member ``key``: ``a.b`` for a plain key, ``a[3]`` for a
+    list index, ``a["ai.onnx opset 13"]`` (a JSON string) for any other key."""
     if isinstance(key, int):
         return f"{parent}[{key}]"
-    return f"{parent}.{key}" if parent else str(key)
+    if not _PLAIN_KEY.fullmatch(key):
+        return f"{parent}[{json.dumps(key)}]"
+    return f"{parent}.{key}" if parent else key
 
 
 def scalar_html(path: str, value: Any, tag: str = "span") -> str:
