@@ -7,7 +7,7 @@ all of them into one form that ``inspect``, ``prune``, ``quantize`` and ``compre
 
 Guarantees (the model computes the same function, outputs and inputs keep their names):
 
-* tensors held by ``Constant`` nodes (16 elements or more, in any graph) become initializers;
+* tensors held by ``Constant`` nodes (2 elements or more, in any graph) become initializers;
 * initializers of subgraphs (``If``/``Loop``/``Scan`` bodies) move to the main graph (renamed
   only on a name clash), so every weight is in one place and reachable by name;
 * every node and value has a unique name;
@@ -49,6 +49,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 InputShapes = Mapping[str, tuple[int, ...]]
+
+# Constant tensors of at least this many elements become initializers: Paddle2ONNX writes
+# per-channel biases of 8 channels as Constant nodes; scalars stay where they are.
+LIFT_MIN_ELEMENTS = 2
 
 _INPUT_SHAPE = re.compile(r"^(?P<name>.+):(?P<dims>\d+(,\d+)*)?$")
 
@@ -128,7 +132,7 @@ class NormalizeModelPass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         before = len(model.graph.initializers)
-        lifted = LiftConstantsToInitializersPass(size_limit=16)(model).modified
+        lifted = LiftConstantsToInitializersPass(size_limit=LIFT_MIN_ELEMENTS)(model).modified
         subgraph_weights = sum(
             len(graph.initializers) for graph in model.graphs() if graph is not model.graph
         )

@@ -210,6 +210,12 @@ OP_TABLE: dict[tuple[str, str], OpKnowledge] = {
     ("", "Pow"): OpKnowledge(roles={0: _ELEMENTWISE, 1: _ELEMENTWISE}),
     **{("", op): OpKnowledge(channels="unary") for op in _UNARY},
     **{("", op): OpKnowledge(channels="pool") for op in _POOLS},
+    **{
+        ("", op): OpKnowledge(
+            roles={1: "resize parameter", 2: "resize parameter", 3: "sizes"}, channels="resize"
+        )
+        for op in ("Resize", "Upsample")
+    },
     **{("", op): OpKnowledge(channels="reduce") for op in ("ReduceMean", "ReduceMax", "ReduceSum")},
     ("", "Flatten"): OpKnowledge(channels="flatten"),
     ("", "Reshape"): OpKnowledge(roles={1: "shape"}, channels="reshape"),

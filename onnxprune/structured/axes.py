@@ -12,9 +12,11 @@ import onnx_ir as ir
 
 from onnxprune.ops import lookup
 from onnxprune.routing import CountSite
+from onnxprune.structured.shapes import constant_tensor
 
 __all__ = [
     "Blocked",
+    "check_resize",
     "collapsed_axis",
     "const",
     "depthwise",
@@ -45,6 +47,25 @@ def dim(value: ir.Value, axis: int) -> int:
     if value.shape is None or not isinstance(value.shape[axis], int):
         raise Blocked(f"tensor '{value.name}' has no static size on the channel axis")
     return value.shape[axis]
+
+
+def check_resize(node: ir.Node, value: ir.Value, axis: int) -> None:
+    """Resize/Upsample keep the channel axis when its scale is a constant 1 (``sizes`` would fix
+    the channel count in a literal: refused); ``axes`` (opset 18) leaving it out also keeps it."""
+    label = f"{node.op_type} '{node.name}'"
+    axes = node.attributes.get_ints("axes", None)
+    if axes is not None and axis not in [a % rank(value) for a in axes]:
+        return
+    scales_index = 1 if node.op_type == "Upsample" or len(node.inputs) == 2 else 2
+    sizes = node.inputs[3] if len(node.inputs) > 3 else None
+    if sizes is not None and sizes.name:
+        raise Blocked(f"{label}: 'sizes' fixes the channel count")
+    scales = constant_tensor(node.inputs[scales_index]) if len(node.inputs) > scales_index else None
+    if scales is None:
+        raise Blocked(f"{label}: scales are not constant")
+    position = axis if axes is None else [a % rank(value) for a in axes].index(axis)
+    if float(scales.numpy().ravel()[position]) != 1.0:
+        raise Blocked(f"{label} resizes the channel axis")
 
 
 def int_attr(node: ir.Node, name: str, default: int) -> int:

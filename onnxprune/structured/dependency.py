@@ -25,6 +25,7 @@ from onnxprune.ops import lookup
 from onnxprune.routing import CountSite
 from onnxprune.structured.axes import (
     Blocked,
+    check_resize,
     collapsed_axis,
     const,
     depthwise,
@@ -97,6 +98,9 @@ class _Tracer:
         if rule == "unary":
             if any(o.uses() for o in node.outputs[1:]):
                 raise Blocked(f"{label}: second output in use")
+            return [(node.outputs[0], axis, runs)]
+        if rule == "resize":
+            check_resize(node, value, axis)
             return [(node.outputs[0], axis, runs)]
         if rule in ("batchnorm", "pool"):
             if axis != 1:
@@ -216,6 +220,9 @@ class _Tracer:
         knowledge = lookup(node)
         rule = knowledge.channels if knowledge else None
         if rule in ("unary", "batchnorm", "pool") or (rule == "conv" and depthwise(node)):
+            return self.backward(node.inputs[0], axis)
+        if rule == "resize":
+            check_resize(node, node.inputs[0], axis)
             return self.backward(node.inputs[0], axis)
         if rule == "elementwise":
             found = []
