@@ -69,12 +69,18 @@ def tokenise(texts: list[str], max_length: int = 64) -> dict[str, np.ndarray]:
     return {k: batch[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}
 
 
-def export(folder: Path) -> dict[str, Path]:
-    """TorchScript and dynamo (external data) exports; returns exporter -> model path."""
+def export(folder: Path, attention: str = "eager") -> dict[str, Path]:
+    """TorchScript and dynamo (external data) exports; returns exporter -> model path.
+
+    ``attention="eager"`` exports the decomposed attention of ``attn_implementation="eager"``;
+    ``"default"`` keeps transformers' default (SDPA), as a user's plain export does, into files
+    with a ``_default`` suffix.
+    """
     import torch
     from transformers import AutoModel
 
-    model = AutoModel.from_pretrained(str(model_dir()), attn_implementation="eager").eval()
+    settings = {"attn_implementation": "eager"} if attention == "eager" else {}
+    model = AutoModel.from_pretrained(str(model_dir()), **settings).eval()
 
     class Encoder(torch.nn.Module):
         def __init__(self) -> None:
@@ -91,9 +97,10 @@ def export(folder: Path) -> dict[str, Path]:
         torch.from_numpy(example[k]) for k in ("input_ids", "attention_mask", "token_type_ids")
     )
     names = ["input_ids", "attention_mask", "token_type_ids"]
+    suffix = "" if attention == "eager" else f"_{attention}"
     paths = {
-        "torchscript": folder / "minilm_torchscript.onnx",
-        "dynamo": folder / "dynamo" / "minilm.onnx",
+        "torchscript": folder / f"minilm_torchscript{suffix}.onnx",
+        "dynamo": folder / f"dynamo{suffix}" / "minilm.onnx",
     }
     folder.mkdir(parents=True, exist_ok=True)
     paths["dynamo"].parent.mkdir(parents=True, exist_ok=True)
