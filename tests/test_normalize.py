@@ -186,3 +186,24 @@ def test_made_up_images_are_large_enough_for_a_detector() -> None:
     made_up = synthetic_dataset([spec, tokens], samples=2)
     assert made_up.inputs["images"].shape == (2, 3, 64, 64)
     assert made_up.inputs["input_ids"].shape == (2, 16)
+
+
+def test_structured_pruning_stops_at_subgraphs_with_the_reason(tmp_path: Path) -> None:
+    """x -> MatMul(W0) -> h; If(sr == 16000) then MatMul(h, W16k) else MatMul(h, W8k): h's
+    neurons are consumed inside the branches, which the channel tracer does not follow."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    source = onnx.load(if_branches_scalar_input(tmp_path / "vad.onnx"))
+    graph = source.graph
+    graph.initializer.append(
+        numpy_helper.from_array(rng.standard_normal((32, 32)).astype(np.float32), "w0")
+    )
+    graph.node.insert(0, helper.make_node("MatMul", ["x", "w0"], ["h"]))
+    for branch in (graph.node[-1].attribute[0].g, graph.node[-1].attribute[1].g):
+        branch.node[0].input[0] = "h"
+    graph.input[0].CopyFrom(helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32]))
+    onnx.save(source, tmp_path / "deep.onnx")
+    result = _run("prune", tmp_path / "deep.onnx", "-o", tmp_path / "o.onnx", "--structured")
+    assert result.returncode == 2
+    assert "used inside a subgraph" in result.stdout

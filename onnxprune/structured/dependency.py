@@ -50,6 +50,11 @@ from onnxprune.structured.groups import ChannelGroup
 __all__ = ["find_channel_groups", "producer_weight"]
 
 
+def _owner(node: ir.Node) -> str:
+    graph = node.graph
+    return (graph.name if graph is not None else None) or "a subgraph"
+
+
 def _whole(units: int) -> Segments:
     return ((0, units, 0),)
 
@@ -59,6 +64,7 @@ class _Tracer:
 
     def __init__(self, model: ir.Model, units: int, kind: str) -> None:
         self.opset = model.opset_imports.get("", 1)
+        self.graph = model.graph
         self.outputs = {v.name for v in model.graph.outputs}
         self.trace = Trace(units, kind)
         self.found: dict[tuple[str, int], list[tuple[str, Segments]]] = {}
@@ -81,6 +87,11 @@ class _Tracer:
             if value.name in self.outputs:
                 raise Blocked(f"channels reach the graph output '{value.name}'")
             for use in value.uses():
+                if use.node.graph is not self.graph:
+                    raise Blocked(
+                        f"channels of '{value.name}' are used inside a subgraph of "
+                        f"'{_owner(use.node)}' (If/Loop/Scan branches are not followed)"
+                    )
                 pending += self._step(use.node, use.idx, value, axis, runs)
 
     def _step(self, node: ir.Node, index: int, value: ir.Value, axis: int, runs: Segments):
