@@ -80,6 +80,7 @@ class Scorer:
         self.fixed = fixed_batch(self.session)
         self.batch = self.fixed or (batch if self.batched else 1)
         self.output = output
+        _check_score_output(self.session, output)
 
     def outputs(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         rows = len(next(iter(feed.values())))
@@ -150,6 +151,18 @@ def _chosen(dataset: Dataset, count: int, seed: int) -> list[int]:
     return sorted(int(i) for i in picked)
 
 
+def _check_score_output(session: ort.InferenceSession, output: str | None) -> None:
+    """Occlusion needs a float score: refuse class ids and other integer outputs."""
+    outputs = {o.name: o.type for o in session.get_outputs() if o.type.startswith("tensor(")}
+    name = output or next(iter(outputs), None)
+    kind = outputs.get(name, "no tensor")
+    if "float" not in kind and "double" not in kind:
+        raise InputError(
+            f"--explain needs a float score output; '{name}' is {kind} (name a score or logit "
+            "output with --score-output)"
+        )
+
+
 def check_explainable(
     model: str | os.PathLike, verify_options: VerifyOptions, options: ExplainOptions
 ) -> None:
@@ -158,6 +171,7 @@ def check_explainable(
     dataset = prepare_dataset(model, verify_options)
     specs = input_specs(load_normalized(model, verify_options.input_shapes, infer_shapes=False))
     make_occluder(specs, dataset, options.patch)
+    _check_score_output(create_session(model, verify_options.threads), verify_options.output)
 
 
 def _per_sample(

@@ -25,12 +25,12 @@ F, C = 12, 3
 DOUBLE = TensorProto.DOUBLE
 
 
-def _save(path: Path, nodes, inputs, weights: dict[str, np.ndarray]) -> Path:
+def _save(path: Path, nodes, inputs, weights: dict[str, np.ndarray], out=DOUBLE) -> Path:
     graph = helper.make_graph(
         nodes,
         "g",
         inputs,
-        [helper.make_tensor_value_info("logits", DOUBLE, ["N", C])],
+        [helper.make_tensor_value_info("logits", out, ["N", C if out == DOUBLE else 1])],
         [numpy_helper.from_array(v, k) for k, v in weights.items()],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -268,3 +268,21 @@ def test_image_explanations_draw_heat_maps(tmp_path: Path) -> None:
     page = render_html({**build_report("verify", model), "explanation": section})
     assert 'id="fig-explain-global"' in page
     assert "Mean |attribution| of every image patch" in page
+
+
+def test_integer_class_id_outputs_are_refused(tmp_path: Path) -> None:
+    model = _save(
+        tmp_path / "ids.onnx",
+        [
+            helper.make_node("Gemm", ["input", "W"], ["scores"]),
+            helper.make_node("ArgMax", ["scores"], ["logits"], axis=1, keepdims=1),
+        ],
+        [helper.make_tensor_value_info("input", DOUBLE, ["N", F])],
+        {"W": _weights()},
+        out=TensorProto.INT64,
+    )
+    data = _data(tmp_path / "d.npz")
+    result = CliRunner().invoke(
+        main, [str(a) for a in ["verify", model, model, "--data", data, "--explain", 3]]
+    )
+    assert result.exit_code == 2 and "needs a float score output" in result.output
