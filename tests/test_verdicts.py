@@ -129,3 +129,9 @@ def test_speedup_is_called_only_beyond_noise(runs: int, ratios: list, conclusive
 
     low, high = _spread(np.asarray(ratios))["speedup_iqr"]
     assert _verdict(runs, low, high, float(np.median(ratios)))[0] is conclusive
+
+
+def test_unstructured_pruning_says_it_buys_no_speed(tmp_path: Path) -> None:
+    result = _run("prune", CNN, "-o", tmp_path / "o.onnx")
+    assert result.returncode == 0
+    assert "do not make onnxruntime's CPU kernels faster" in result.stdout
