@@ -121,14 +121,18 @@ def _write_manifest(
 
 
 @contextlib.contextmanager
-def _report_refusal(command: str, model: Path, report_path: Path | None) -> Iterator[None]:
-    """When pruning finds nothing to do, still write ``--report`` with every reason."""
+def _report_refusal(
+    command: str, model: Path, report_path: Path | None, out: StagedOutputs
+) -> Iterator[None]:
+    """When pruning finds nothing to do (exit 2), still write ``--report`` with every reason,
+    as the issue asks: the one output of an exit 2 (no model is written)."""
     try:
         yield
     except onnxprune.NothingToPrune as error:
         if report_path is not None:
             report = build_report(command, model, pruning=error.pruning)
-            write_json(report_path, {**report, "passed": False, "error": str(error)})
+            write_json(out(report_path), {**report, "passed": False, "error": str(error)})
+            out.commit()
         raise
 
 
@@ -170,7 +174,7 @@ def prune(model: Path, output: Path, report: Path | None, as_json: bool, **param
         [*model_reads(model), params["calibration"], params["replay"]],
         [*model_writes(output), report, params["manifest"]],
     )
-    with _report_refusal("prune", model, report):
+    with _report_refusal("prune", model, report, out):
         result = onnxprune.prune_file(
             model, out(output), options, calibration_options_from(params), _replayed(model, params)
         )
@@ -271,7 +275,7 @@ def compress(
     if params["quantize"]:
         mode = COMPRESS_QUANTIZE[params["quantize"]]
         quantize = quantize_options_from(params, mode, params["quantize_exclude"])
-    with _report_refusal("compress", model, report):
+    with _report_refusal("compress", model, report, out):
         result = onnxprune.compress_file(
             model,
             out(output),

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 
@@ -74,7 +75,14 @@ def _calibration_data(
                 "--calibration DATA.npz"
             )
         return None
-    return load_dataset(options.calibration, input_specs(working))
+    data = load_dataset(options.calibration, input_specs(working))
+    for name, array in data.inputs.items():
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise InputError(
+                f"{options.calibration}: array '{name}' holds NaN or infinite values; pruning "
+                "statistics computed from them would write non-finite weights"
+            )
+    return data
 
 
 def _prune_structured(

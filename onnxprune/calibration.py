@@ -28,7 +28,7 @@ from onnxprune.activations import ConvView, LinearView
 from onnxprune.data import Dataset
 from onnxprune.errors import InputError
 from onnxprune.ops import activation_view
-from onnxprune.runtime import create_session, fixed_batch
+from onnxprune.runtime import create_session, fixed_batch, run_feed
 from onnxprune.weights import PrunableWeight
 
 __all__ = [
@@ -201,11 +201,12 @@ def collect_statistics(
             feed = dataset.slice(start, start + batch)
             outputs = dict(feed)
             if fetched:  # onnxruntime returns every output for an empty list
-                outputs.update(zip(fetched, session.run(fetched, feed), strict=True))
+                outputs.update(zip(fetched, run_feed(session, fetched, feed, start), strict=True))
             keep = feed.get(mask_name) if mask_name else None
             references = dict(feed)
             if reference_session is not None and fetched:
-                references.update(zip(fetched, reference_session.run(fetched, feed), strict=True))
+                reference_outputs = run_feed(reference_session, fetched, feed, start)
+                references.update(zip(fetched, reference_outputs, strict=True))
             for (tensor, view), stats in by_key.items():
                 reference_rows = (
                     view.rows(references[tensor], keep) if reference_session is not None else None

@@ -100,8 +100,8 @@ class CleanupPass(ir.passes.InPlacePass):
         RemoveDropoutPass()(model)
         self.skipped = {}
         for step, run in _STEPS:
-            working = model.clone()
             try:
+                working = model.clone()
                 run(working)
             except Exception as error:  # onnxscript fails on some valid graphs
                 self.skipped[step] = f"{type(error).__name__}: {str(error).splitlines()[0]}"

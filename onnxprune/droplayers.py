@@ -29,7 +29,7 @@ from onnxprune.model_io import (
 )
 from onnxprune.normalize import load_normalized
 from onnxprune.residual import RemoveBlocksPass, ResidualBlock, find_residual_blocks
-from onnxprune.runtime import create_session, run_dataset
+from onnxprune.runtime import create_session, run_dataset, run_feed
 
 __all__ = ["DropOptions", "drop_layers_file"]
 
@@ -72,7 +72,8 @@ def _scores(model: ir.Model, blocks: list[ResidualBlock], data: Dataset, batch: 
         fetch = sorted(tensors - set(data.inputs))
         for start in range(0, data.samples, batch):
             feed = data.slice(start, start + batch)
-            values = {**feed, **dict(zip(fetch, session.run(fetch, feed), strict=True))}
+            fetched = run_feed(session, fetch, feed, start)
+            values = {**feed, **dict(zip(fetch, fetched, strict=True))}
             keep = feed.get(mask) if mask else None
             for block in blocks:
                 x, y = values[block.skip], values[adds[block.add]]

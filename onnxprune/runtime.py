@@ -15,7 +15,7 @@ import onnxruntime as ort
 from onnxprune.data import Dataset
 from onnxprune.errors import InputError
 
-__all__ = ["create_session", "fixed_batch", "run_dataset", "tensor_outputs"]
+__all__ = ["create_session", "fixed_batch", "run_dataset", "run_feed", "tensor_outputs"]
 
 
 def create_session(path: str | os.PathLike, threads: int = 0) -> ort.InferenceSession:
@@ -64,6 +64,18 @@ def run_dataset(
         for name, result in zip(names, results, strict=True):
             pieces[name].append(np.asarray(result))
     return {name: _concatenate(name, parts) for name, parts in pieces.items()}
+
+
+def run_feed(
+    session: ort.InferenceSession, names: list[str], feed: dict, start: int = 0
+) -> list[np.ndarray]:
+    """``session.run`` on one batch; an onnxruntime failure on the user's model and data is an
+    ``InputError`` naming the samples."""
+    try:
+        return session.run(names, feed)
+    except Exception as error:  # onnxruntime raises its own exception types
+        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise InputError(f"onnxruntime failed on samples {start}+: {message}") from error
 
 
 def tensor_outputs(session: ort.InferenceSession) -> list[str]:

@@ -135,3 +135,17 @@ def test_unstructured_pruning_says_it_buys_no_speed(tmp_path: Path) -> None:
     result = _run("prune", CNN, "-o", tmp_path / "o.onnx")
     assert result.returncode == 0
     assert "do not make onnxruntime's CPU kernels faster" in result.stdout
+
+
+def test_non_finite_calibration_is_refused(tmp_path: Path) -> None:
+    import numpy as np
+
+    calibration = tmp_path / "nan.npz"
+    data = dict(np.load(CNN.with_name("digits_cnn-calibration.npz")))
+    data["input"] = data["input"].copy()
+    data["input"][0, 0, 0, 0] = np.nan
+    np.savez(calibration, **data)
+    result = _run("prune", CNN, "-o", tmp_path / "o.onnx", "--method", "sparsegpt",
+                  "--calibration", calibration)
+    assert result.returncode == 2 and "NaN or infinite" in result.stderr
+    assert not (tmp_path / "o.onnx").exists()
