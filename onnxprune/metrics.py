@@ -31,9 +31,12 @@ def agreement_metrics(
     """Cosine similarity per sample (mean and min), max abs difference, and for classifiers
     top-1 agreement (None otherwise: argmax agreement means nothing on an embedding)."""
     base, cand = _per_sample(baseline), _per_sample(candidate)
-    norms = np.linalg.norm(base, axis=1) * np.linalg.norm(cand, axis=1)
+    base_norm, cand_norm = np.linalg.norm(base, axis=1), np.linalg.norm(cand, axis=1)
+    norms = base_norm * cand_norm
     dots = np.sum(base * cand, axis=1)
-    cosine = np.divide(dots, norms, out=np.ones_like(dots), where=norms > 0)
+    # Both all-zero: identical (1); one all-zero: 0; NaN/Inf stays NaN, never a perfect score.
+    same_zero = ((base_norm == 0) & (cand_norm == 0)).astype(np.float64)
+    cosine = np.divide(dots, norms, out=same_zero, where=(norms > 0) | np.isnan(norms))
     return {
         "top1_agreement": (
             float(np.mean(predictions(baseline) == predictions(candidate)))

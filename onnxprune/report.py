@@ -342,6 +342,9 @@ def _gate_lines(report: dict) -> list[str]:
     default = any(gate.get("default") for gate in gates)
     lines = ["Gates" + (" (default budget; set your own or loosen it):" if default else ":")]
     for gate in gates:
+        if gate["gate"] == "finite_outputs":
+            lines.append(f"  finite_outputs     FAIL: {gate['note']}")
+            continue
         relation = ">=" if gate["gate"].startswith("min_") else "<="
         verdict = "pass" if gate["passed"] else "FAIL"
         value = "n/a" if gate["value"] is None else f"{gate['value']:.4f}"

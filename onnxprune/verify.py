@@ -178,6 +178,10 @@ def _quality(base_out: np.ndarray, cand_out: np.ndarray, dataset: Dataset, task:
     return quality
 
 
+def _finite(output: np.ndarray) -> bool:
+    return bool(output.dtype.kind not in "fc" or np.isfinite(output).all())
+
+
 def _max_abs_diff(baseline: np.ndarray, candidate: np.ndarray) -> float:
     if not baseline.size:
         return 0.0  # an empty output: nothing differs
@@ -212,6 +216,10 @@ def verify_models(
         "scored_output": scored,
         "task": task.to_dict(),
         "quality": _quality(base_outputs[scored], cand_outputs[scored], dataset, task),
+        "finite_outputs": {
+            "baseline": _finite(base_outputs[scored]),
+            "candidate": _finite(cand_outputs[scored]),
+        },
         "max_abs_diff_per_output": {
             name: _max_abs_diff(base_outputs[name], cand_outputs[name]) for name in output_names
         },
@@ -239,6 +247,8 @@ def evaluate_gates(gates: Gates, verification: dict) -> list[dict]:
 
     A value equal to the limit passes (compared with a tolerance of ``GATE_TOLERANCE``); a
     gate whose value could not be measured (not finite, or not defined for the task) fails.
+    A candidate whose scored output is not finite where the baseline's is fails a
+    ``finite_outputs`` gate that is always on.
     """
     quality = verification["quality"]
     results = []
@@ -265,6 +275,18 @@ def evaluate_gates(gates: Gates, verification: dict) -> list[dict]:
     add("max_group_drop", gates.max_group_drop, worst, False)
     add("min_agreement", gates.min_agreement, quality.get("top1_agreement"), True)
     add("min_cosine", gates.min_cosine, quality["cosine_mean"], True)
+    finite = verification.get("finite_outputs", {})
+    if finite.get("baseline", True) and not finite.get("candidate", True):
+        results.append(
+            {
+                "gate": "finite_outputs",
+                "limit": None,
+                "value": None,
+                "passed": False,
+                "note": "the candidate's scored output has NaN or infinite values; the "
+                "baseline's does not",
+            }
+        )
     return results
 
 

@@ -54,3 +54,15 @@ def test_group_metrics_without_labels_give_agreement_only() -> None:
     summary = group_metrics(np.array([1, 2, 2]), None, np.array([0, 1, 1]), np.array([0, 1, 0]))
     assert [g["top1_agreement"] for g in summary["groups"]] == [1.0, 0.5]
     assert "accuracy_gap_before" not in summary
+
+
+def test_cosine_of_zero_and_non_finite_rows() -> None:
+    import numpy as np
+
+    from onnxprune.metrics import agreement_metrics
+
+    base = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 2.0]])
+    cand = np.array([[0.0, 0.0], [0.0, 0.0], [np.nan, 2.0]])
+    metrics = agreement_metrics(base[:2], cand[:2], classification=False)
+    assert metrics["cosine_min"] == 0.0 and metrics["cosine_mean"] == 0.5
+    assert np.isnan(agreement_metrics(base, cand, classification=False)["cosine_mean"])

@@ -149,3 +149,25 @@ def test_non_finite_calibration_is_refused(tmp_path: Path) -> None:
                   "--calibration", calibration)
     assert result.returncode == 2 and "NaN or infinite" in result.stderr
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_non_finite_candidate_outputs_fail_the_verdict(tmp_path: Path) -> None:
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(CNN)
+    weight = next(t for t in model.graph.initializer if len(t.dims) == 4)
+    broken = numpy_helper.to_array(weight).copy()
+    broken[0] = np.nan
+    weight.CopyFrom(numpy_helper.from_array(broken, weight.name))
+    candidate = tmp_path / "nan.onnx"
+    onnx.save(model, candidate)
+    report = tmp_path / "r.json"
+    result = _run("verify", CNN, candidate, "--data", CNN_DATA, "--report", report,
+                  "--html", tmp_path / "r.html", *FAST)
+    assert result.returncode == 1, result.stderr
+    assert "finite_outputs     FAIL" in result.stdout
+    written = json.loads(report.read_text())
+    assert written["verification"]["finite_outputs"] == {"baseline": True, "candidate": False}
+    assert "verification.quality.cosine_mean" in written["non_finite"]
