@@ -32,6 +32,7 @@ from cli.options import (
     verify_options,
     verify_options_from,
 )
+from cli.repair_options import repair_options, repair_options_from
 from onnxprune.edge import (
     EdgeOptions,
     export_edge,
@@ -45,6 +46,9 @@ from onnxprune.inspection import render_inspection
 from onnxprune.ort_format import PLATFORMS, OrtOptions
 from onnxprune.paths import StagedOutputs, check_writes, model_reads, model_writes, unstaged
 from onnxprune.quantize import MODES
+from onnxprune.repair import repair as repair_models
+from onnxprune.repair import require_torch
+from onnxprune.repair.render import render_repair
 from onnxprune.report import build_report, render_report, to_json, write_json
 
 __all__ = ["main"]
@@ -247,6 +251,13 @@ def verify(
     "speed against the dense model optimised the same way.",
 )
 @click.option(
+    "--repair",
+    is_flag=True,
+    help="After pruning, train the pruned weights back towards the model (distillation on "
+    "--calibration; needs the 'repair' extra). Options: --repair-epochs, --repair-max-time, ...",
+)
+@repair_options("repair-")
+@click.option(
     "--default-budget/--no-default-budget",
     default=True,
     show_default=True,
@@ -289,6 +300,9 @@ def compress(
             auto_exclude=params["auto_exclude"],
             default_budget=params["default_budget"],
             optimize=params["optimize"],
+            repair=repair_options_from(params, params["calibration"], "repair_")
+            if params["repair"]
+            else None,
         )
     if explain is not None:
         explain_report(result, model, out(output), verify_options_from(params), explain)
@@ -516,6 +530,59 @@ def grow(model: Path, output: Path, report: Path | None, as_json: bool, **params
         factor=params["factor"],
     )
     _emit(result, as_json, report, out)
+    _finish(result)
+
+
+def _emit_repair(report: dict, as_json: bool, report_path: Path | None, out: StagedOutputs):
+    """``_emit`` with the per-block repair table before the verification."""
+    if as_json:
+        _emit(report, as_json, report_path, out)
+        return
+    report = unstaged(report)
+    if report_path is not None:
+        write_json(out(report_path), report)
+    out.commit()
+    click.echo("\n".join([*render_repair(report["repair"]), render_report(report)]))
+
+
+@main.command()
+@click.argument("student", type=click.Path(path_type=Path))
+@click.option(
+    "--teacher",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The original model the student learns from.",
+)
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
+@click.option(
+    "--calibration",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Calibration .npz to train on (inputs; optional label and group.<attribute>).",
+)
+@click.option(
+    "--calibration-mask",
+    default=None,
+    help="Input marking real positions (default: 'attention_mask' if the model has it).",
+)
+@repair_options()
+@verify_options
+@gate_options
+@debug_option
+def repair(student: Path, output: Path, report: Path | None, as_json: bool, **params: Any):
+    """Train STUDENT's weights (a pruned model) back towards --teacher, block by block; zeros,
+    shapes and the graph stay as they are. Needs the 'repair' extra (torch)."""
+    options = repair_options_from(params, params["calibration"])
+    require_torch()
+    teacher = params["teacher"]
+    out = _outputs(
+        [*model_reads(student), *model_reads(teacher), params["calibration"], params["data"]],
+        [*model_writes(output), report],
+    )
+    result = repair_models(
+        student, teacher, out(output), options, verify_options_from(params), gates_from(params)
+    )
+    _emit_repair(result, as_json, report, out)
     _finish(result)
 
 

@@ -31,6 +31,8 @@ from onnxprune.normalize import load_normalized
 from onnxprune.optimize import optimize_stage
 from onnxprune.pruning import PruneOptions
 from onnxprune.quantize import QuantizeOptions, quantize_model_file
+from onnxprune.repair.options import RepairOptions
+from onnxprune.repair.stage import checked_stage_options, run_repair_stage
 from onnxprune.report import build_report
 from onnxprune.sensitivity import quantization_sensitivity
 from onnxprune.structured.pipeline import StructuredOptions
@@ -166,9 +168,10 @@ def compress_file(
     auto_exclude: bool = False,
     default_budget: bool = True,
     optimize: bool = False,
+    repair: RepairOptions | None = None,
 ) -> dict:
-    """Clean up, prune, optionally optimise for onnxruntime (``onnxprune.optimize``) and
-    quantize ``model`` into ``output``; verify every stage.
+    """Clean up, prune, optionally repair (``onnxprune.repair``), optimise for onnxruntime
+    (``onnxprune.optimize``) and quantize ``model`` into ``output``; verify every stage.
 
     Without any gate and with ``default_budget``, the budget is ``verify.default_gates``
     (agreement or cosine >= 0.95 on the scored output), so a broken model never passes."""
@@ -178,6 +181,7 @@ def compress_file(
         prune_options.validate(prune_options.calibration is not None)
     if quantize is not None:
         quantize.validate()
+    repair = checked_stage_options(repair, prune_options.calibration)
     gates, dataset = prepare_verification(model, verify_options, gates, default_budget)
     _check_auto_exclude(auto_exclude, quantize, gates)
     _warn_if_same(prune_options.calibration, verify_options.data)
@@ -195,11 +199,16 @@ def compress_file(
             sections["cleanup"] = cleanup_file(current, cleaned)
             stages.append(("cleanup", cleaned))
             current = cleaned
-        pruned = Path(work) / "pruned.onnx" if quantize or optimize else output
+        pruned = Path(work) / "pruned.onnx" if quantize or optimize or repair else output
         pruning = prune_file(current, pruned, prune_options, calibration_options, decisions)
         last = "prune"
-        if optimize:
+        if repair is not None:  # on the plain graph, before fusion and quantization
             stages.append(("prune", pruned))
+            repaired = Path(work) / "repaired.onnx" if quantize or optimize else output
+            sections["repair"] = run_repair_stage(pruned, current, repaired, repair)
+            pruned, last = repaired, "repair"
+        if optimize:
+            stages.append((last, pruned))
             fused = Path(work) / "optimized.onnx" if quantize else output
             args = (model, pruned, fused, Path(work), verify_options, dataset)
             sections["optimization"] = optimize_stage(*args)

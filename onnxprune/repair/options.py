@@ -28,6 +28,9 @@ class RepairOptions:
             ``beta`` x the worst group's loss.
         label_weight: weight of the cross-entropy with labels in the output loss (when the
             calibration data has labels).
+        augment: altered copies of every training sample to add (``augment``): token
+            replacement for table indices, noise for floats; 0 adds none.
+        augment_rate: fraction of tokens replaced, or noise relative to each feature's spread.
         seed: seeds the held-out split, the shuffling and torch.
         mask_input: input marking real positions (default ``attention_mask`` when present).
         progress: progress bars (None: only on a terminal).
@@ -44,6 +47,8 @@ class RepairOptions:
     group_balanced: bool = False
     beta: float = 1.0
     label_weight: float = 0.5
+    augment: int = 0
+    augment_rate: float = 0.15
     seed: int = 0
     mask_input: str | None = None
     progress: bool | None = None
@@ -61,6 +66,8 @@ class RepairOptions:
             raise InputError(f"--held-out must be in (0, 1), got {self.held_out}")
         if self.max_time is not None and not self.max_time > 0:
             raise InputError(f"--max-time must be positive (seconds), got {self.max_time}")
+        if self.augment < 0 or not 0 < self.augment_rate <= 1:
+            raise InputError("--augment must be >= 0 and --augment-rate in (0, 1]")
         if self.beta < 0 or self.label_weight < 0:
             raise InputError("--beta and --label-weight must be >= 0")
 

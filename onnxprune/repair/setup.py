@@ -15,8 +15,9 @@ import onnx_ir as ir
 import torch
 
 from onnxprune.calibration import detect_mask_input
-from onnxprune.data import Dataset
+from onnxprune.data import Dataset, index_bounds
 from onnxprune.errors import InputError
+from onnxprune.repair.augment import augment
 from onnxprune.repair.chunks import Chunk, make_chunks, split_samples
 from onnxprune.repair.losses import Objective
 from onnxprune.repair.options import RepairOptions
@@ -66,10 +67,20 @@ def _objective(options: RepairOptions, data: Dataset) -> Objective:
     return Objective(data.groups, options.beta)
 
 
-def _chunks(options: RepairOptions, data: Dataset) -> tuple[list[Chunk], list[Chunk]]:
+def _chunks(
+    options: RepairOptions, data: Dataset, student: ir.Model
+) -> tuple[Dataset, list[Chunk], list[Chunk]]:
+    """Split, augment the training part, and chunk; returns the (grown) data too."""
     mask = detect_mask_input(data, options.mask_input)
     train, held = split_samples(data.samples, options.held_out, options.seed)
+    if options.augment and any(data.axis(name) != 0 for name in data.inputs):
+        raise InputError("--augment needs every input's samples on axis 0")
+    bounds = index_bounds(student)
+    data, train = augment(
+        data, train, options.augment, options.augment_rate, bounds, mask, options.seed
+    )
     return (
+        data,
         make_chunks(data, train, options.batch_size, mask, trim=True),
         make_chunks(data, held, options.batch_size, mask, trim=True),
     )
@@ -102,8 +113,8 @@ def prepare(
     check_pair(student, teacher)
     trainable = find_trainable(student)
     program = GraphProgram(student)
+    data, train, held = _chunks(options, data, student)
     objective = _objective(options, data)
-    train, held = _chunks(options, data)
     check_interpreter(program, student_path, train[0])
     teacher_names = {v.name for node in teacher.graph for v in node.outputs}
     segments, notes = plan_segments(student, program, teacher_names, set(trainable))
