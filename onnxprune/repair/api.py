@@ -36,7 +36,8 @@ def _summary(setup, section: dict) -> dict:
         "options": setup.options.to_dict(),
         "samples": {
             "calibration": int(sum(len(c.indices) for c in setup.train)),
-            "held_out": int(sum(len(c.indices) for c in setup.held)),
+            "validation": int(sum(len(c.indices) for c in setup.validation)),
+            "test": int(sum(len(c.indices) for c in setup.test)),
         },
         "trainable": {
             "tensors": len(setup.params),

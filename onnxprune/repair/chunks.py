@@ -1,7 +1,11 @@
-"""Calibration samples in fixed mini-batches ("chunks"), split into training and held-out.
+"""Calibration samples in fixed mini-batches ("chunks"): training, validation and test.
 
 The split is a seeded permutation: the last ``held_out`` fraction (at least one sample) is never
-trained on; it decides early stopping and which weights are kept. Chunks keep their members for
+trained on. Its first half (rounded up) is the validation part, which picks the epoch to keep
+(early stopping); the second half, the test part, is used for nothing but measuring: a block
+keeps its trained weights only if the test part shows the gain, and the held-out losses in the
+report are the test part's, so a gain picked by luck on the validation part is never claimed.
+Chunks keep their members for
 the whole run, so every cached activation (including shape tensors computed from the batch size)
 stays valid; only their order is shuffled per epoch.
 
@@ -35,8 +39,10 @@ class Chunk:
     targets: dict = field(default_factory=dict)  # teacher tensors by name
 
 
-def split_samples(samples: int, held_out: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Training and held-out sample indices (each sorted)."""
+def split_samples(
+    samples: int, held_out: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Training, validation and test sample indices (each sorted)."""
     if samples < 2:
         raise InputError(
             f"repair needs at least 2 calibration samples (one to train, one held out), got "
@@ -44,7 +50,8 @@ def split_samples(samples: int, held_out: float, seed: int) -> tuple[np.ndarray,
         )
     count = min(samples - 1, max(1, round(held_out * samples)))
     order = np.random.default_rng(seed).permutation(samples)
-    return np.sort(order[: samples - count]), np.sort(order[samples - count :])
+    held, middle = order[samples - count :], (count + 1) // 2
+    return np.sort(order[: samples - count]), np.sort(held[:middle]), np.sort(held[middle:])
 
 
 def _take(dataset: Dataset, indices: np.ndarray) -> dict[str, np.ndarray]:

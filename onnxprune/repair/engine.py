@@ -117,16 +117,14 @@ def _blockwise(setup: Setup, end: float, rng: np.random.Generator) -> list[dict]
             row["weights"] = int(sum(p.numel() for p in params.values()))
             settings = _settings(setup, segment.label, setup.options.epochs, 1 / pending, end)
             forward = _segment_forward(setup, segment)
-            row.update(
-                fit(params, masks, forward, setup.train, setup.held, setup.objective, settings, rng)
-            )
+            row.update(fit(params, masks, forward, setup, settings, rng))
             pending -= 1
         else:
             row["stopped"] = "no weights to train" if not segment.params else "epochs = 0"
         rows.append(row)
         logger.info("repair %s: %s", segment.label, row.get("stopped"))
         with torch.no_grad():
-            for chunk in setup.train + setup.held:
+            for chunk in setup.chunks:
                 setup.program.advance(chunk.env, segment.start, segment.stop, setup.params)
     return rows
 
@@ -140,19 +138,17 @@ def repair_weights(setup: Setup) -> tuple[dict[str, np.ndarray], dict]:
     model_forward = _model_forward(setup)
     before = {
         "calibration": evaluate(model_forward, setup.train, setup.objective),
-        "held_out": evaluate(model_forward, setup.held, setup.objective),
+        "held_out": evaluate(model_forward, setup.test, setup.objective),
     }
     blocks = _blockwise(setup, end, rng) if options.epochs > 0 else []
     distillation = None
     if options.distill_epochs > 0:
         params, masks = _subset(setup, tuple(setup.params))
         settings = _settings(setup, "distillation", options.distill_epochs, 1.0, end)
-        distillation = fit(
-            params, masks, model_forward, setup.train, setup.held, setup.objective, settings, rng
-        )
+        distillation = fit(params, masks, model_forward, setup, settings, rng)
     after = {
         "calibration": evaluate(model_forward, setup.train, setup.objective),
-        "held_out": evaluate(model_forward, setup.held, setup.objective),
+        "held_out": evaluate(model_forward, setup.test, setup.objective),
     }
     values = {name: p.detach().numpy().copy() for name, p in setup.params.items()}
     section = {

@@ -16,7 +16,7 @@ def _row(label: str, row: dict) -> str:
         f"  {label[:44]:<44} {row['weights']:>10,} {row['epochs']:>3}/{row['best_epoch']:<3}"
         f" {_loss(row['calibration_loss_before']):>9} -> {_loss(row['calibration_loss_after']):<9}"
         f" {_loss(row['held_out_loss_before']):>9} -> {_loss(row['held_out_loss_after']):<9}"
-        f" {row['stopped']}"
+        f" {row['stopped']}, kept {row['kept'].split(' ')[0]}"
     )
 
 
@@ -24,11 +24,12 @@ def render_repair(section: dict) -> list[str]:
     """Per block: weights, epochs run/best, calibration and held-out loss, why it stopped."""
     samples, trainable = section["samples"], section["trainable"]
     lines = [
-        f"Repair: {samples['calibration']} training + {samples['held_out']} held-out samples, "
+        f"Repair: {samples['calibration']} training, {samples['validation']} validation, "
+        f"{samples['test']} test samples, "
         f"{trainable['tensors']} tensors ({trainable['elements']:,} weights, "
         f"{trainable['masked_tensors']} with fixed zeros), {section['seconds']:.1f} s",
         f"  {'block':<44} {'weights':>10} {'ep/best':<7} {'calibration loss':^22}"
-        f" {'held-out loss':^22} stopped",
+        f" {'held-out (test) loss':^22} stopped",
     ]
     lines += [_row(row["block"], row) for row in section["blocks"]]
     if section.get("distillation"):

@@ -47,12 +47,17 @@ class Setup:
     segments: list[Segment]
     notes: list[dict]
     train: list[Chunk]
-    held: list[Chunk]
+    validation: list[Chunk]
+    test: list[Chunk]
     objective: Objective
     outputs: tuple[str, ...]
     scales: dict[str, float]
     tasks: dict[str, str | None]
     probabilities: dict[str, bool]
+
+    @property
+    def chunks(self) -> list[Chunk]:
+        return self.train + self.validation + self.test
 
 
 def _objective(options: RepairOptions, data: Dataset) -> Objective:
@@ -69,21 +74,20 @@ def _objective(options: RepairOptions, data: Dataset) -> Objective:
 
 def _chunks(
     options: RepairOptions, data: Dataset, student: ir.Model
-) -> tuple[Dataset, list[Chunk], list[Chunk]]:
+) -> tuple[Dataset, list[Chunk], list[Chunk], list[Chunk]]:
     """Split, augment the training part, and chunk; returns the (grown) data too."""
     mask = detect_mask_input(data, options.mask_input)
-    train, held = split_samples(data.samples, options.held_out, options.seed)
+    train, validation, test = split_samples(data.samples, options.held_out, options.seed)
     if options.augment and any(data.axis(name) != 0 for name in data.inputs):
         raise InputError("--augment needs every input's samples on axis 0")
     bounds = index_bounds(student)
     data, train = augment(
         data, train, options.augment, options.augment_rate, bounds, mask, options.seed
     )
-    return (
-        data,
-        make_chunks(data, train, options.batch_size, mask, trim=True),
-        make_chunks(data, held, options.batch_size, mask, trim=True),
-    )
+    parts = [
+        make_chunks(data, p, options.batch_size, mask, True) for p in (train, validation, test)
+    ]
+    return data, *parts
 
 
 def _is_probability(tensor: torch.Tensor) -> bool:
@@ -113,7 +117,7 @@ def prepare(
     check_pair(student, teacher)
     trainable = find_trainable(student)
     program = GraphProgram(student)
-    data, train, held = _chunks(options, data, student)
+    data, train, validation, test = _chunks(options, data, student)
     objective = _objective(options, data)
     check_interpreter(program, student_path, train[0])
     teacher_names = {v.name for node in teacher.graph for v in node.outputs}
@@ -122,8 +126,8 @@ def prepare(
     if not outputs:
         raise InputError("the model has no floating-point output to learn from")
     names = sorted({n for s in segments for n in s.targets} | set(outputs))
-    teacher_targets(teacher, names, train + held)
-    for chunk in train + held:
+    teacher_targets(teacher, names, train + validation + test)
+    for chunk in train + validation + test:
         chunk.env = {name: torch.from_numpy(array) for name, array in chunk.feed.items()}
     first = train[0].targets
     has_labels = data.labels is not None
@@ -138,7 +142,8 @@ def prepare(
         segments=segments,
         notes=notes,
         train=train,
-        held=held,
+        validation=validation,
+        test=test,
         objective=objective,
         outputs=outputs,
         scales=mean_squares(names, train),

@@ -1,17 +1,19 @@
-"""Train one set of weights with Adam on training chunks, early-stopped on held-out chunks.
+"""Train one set of weights with Adam; pick the epoch on validation samples, prove it on test ones.
 
-``fit`` measures the objective on the training and held-out chunks before any step, then runs
-epochs (chunk order shuffled by a seeded generator; learning rate on a cosine schedule over the
-planned steps). After every epoch the held-out objective is measured; the weights with the lowest
-held-out value so far are kept, and training stops after ``patience`` epochs without a new best,
-at ``epochs``, or when the time share runs out. The kept weights are restored at the end: if no
-epoch beat the starting weights on held-out samples, the starting weights stay, and the report
-says so. Masked tensors keep their zero pattern exactly (gradients and values are zeroed there
-after every step).
+``fit`` measures the objective on the training, validation and test chunks before any step, then
+runs epochs (chunk order shuffled by a seeded generator; learning rate on a cosine schedule over
+the planned steps). After every epoch the validation objective is measured; the weights with the
+lowest value so far are kept, and training stops after ``patience`` epochs without a new best, at
+``epochs``, or when the time share runs out. The kept weights must then show their gain on the
+test samples, which took part in no choice so far: the mean per-sample loss reduction must be
+at least ``SHOWN`` standard errors above zero (so at least two test samples are needed). If it is
+not, the starting weights are restored and the report says why. Masked tensors keep their zero
+pattern exactly (gradients and values are zeroed there after every step).
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -23,9 +25,10 @@ import torch
 from onnxprune.repair.chunks import Chunk
 from onnxprune.repair.losses import Objective
 
-__all__ = ["FitSettings", "fit"]
+__all__ = ["SHOWN", "FitSettings", "evaluate", "fit"]
 
 Forward = Callable[[Chunk], torch.Tensor]  # per-sample losses of one chunk
+SHOWN = 2.0  # standard errors a test gain must clear
 
 
 @dataclass(frozen=True)
@@ -40,14 +43,28 @@ class FitSettings:
     label: str
 
 
-def evaluate(forward: Forward, chunks: list[Chunk], objective: Objective) -> float:
-    """The objective over all of ``chunks`` at once (no gradients)."""
-    if not chunks:
-        return float("nan")
+def _losses(forward: Forward, chunks: list[Chunk]) -> tuple[torch.Tensor, np.ndarray]:
     with torch.no_grad():
         losses = torch.cat([forward(chunk) for chunk in chunks])
-        indices = np.concatenate([chunk.indices for chunk in chunks])
-        return float(objective(losses, indices))
+    return losses, np.concatenate([chunk.indices for chunk in chunks])
+
+
+def evaluate(forward: Forward, chunks: list[Chunk], objective: Objective) -> float:
+    """The objective over all of ``chunks`` at once (no gradients); NaN without chunks."""
+    if not chunks:
+        return float("nan")
+    return float(objective(*_losses(forward, chunks)))
+
+
+def _shown(before: torch.Tensor, after: torch.Tensor) -> tuple[bool, str]:
+    """Whether the per-sample gains clear ``SHOWN`` standard errors, and the evidence."""
+    gains = (before - after).double()
+    count = gains.numel()
+    if count < 2:
+        return False, f"{count} test sample(s): at least 2 are needed to show a gain"
+    mean, error = float(gains.mean()), float(gains.std()) / math.sqrt(count)
+    shown = mean > SHOWN * error and mean > 0
+    return shown, f"mean gain {mean:.3g} = {mean / error if error else math.inf:.1f} std errors"
 
 
 def _bar(settings: FitSettings, total: int):
@@ -70,29 +87,24 @@ def _step(params, masks, optimizer, scheduler, loss: torch.Tensor) -> None:
             params[name].copy_(torch.where(mask, params[name], torch.zeros_like(params[name])))
 
 
-def fit(
-    params: dict[str, torch.nn.Parameter],
-    masks: dict[str, torch.Tensor],
-    forward: Forward,
-    train: list[Chunk],
-    held: list[Chunk],
-    objective: Objective,
-    settings: FitSettings,
-    rng: np.random.Generator,
-) -> dict:
-    """Train ``params``; return the losses before/after, epochs run and why training stopped."""
-    start = {
-        "calibration_loss_before": evaluate(forward, train, objective),
-        "held_out_loss_before": evaluate(forward, held, objective),
-    }
-    best, best_epoch = start["held_out_loss_before"], 0
-    saved = {name: p.detach().clone() for name, p in params.items()}
+def _restore(params: dict[str, torch.nn.Parameter], saved: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for name, value in saved.items():
+            params[name].copy_(value)
+
+
+def _epochs(params, masks, forward, setup, settings, rng, bar) -> dict:
+    """The training loop; returns the best validation value, its epoch, weights and why it
+    stopped."""
+    objective, train = setup.objective, setup.train
+    best = {"loss": evaluate(forward, setup.validation, objective), "epoch": 0}
+    best["weights"] = {name: p.detach().clone() for name, p in params.items()}
     optimizer = torch.optim.Adam(params.values(), lr=settings.lr)
     steps = max(1, settings.epochs * len(train))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1.0 + np.cos(np.pi * min(step, steps) / steps))
+        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / steps))
     )
-    bar, epoch, stopped, stale = _bar(settings, steps), 0, "epochs", 0
+    epoch, stopped, stale = 0, "epochs", 0
     while epoch < settings.epochs and stopped == "epochs":
         for index in rng.permutation(len(train)):
             chunk = train[index]
@@ -103,27 +115,58 @@ def fit(
                 stopped = "time"
                 break
         epoch += 1
-        held_loss = evaluate(forward, held, objective)
-        if held_loss < best:
-            best, best_epoch, stale = held_loss, epoch, 0
-            saved = {name: p.detach().clone() for name, p in params.items()}
-        else:
-            stale += 1
-            if stale >= settings.patience and stopped == "epochs":
-                stopped = "patience"
+        loss = evaluate(forward, setup.validation, objective)
+        if loss < best["loss"]:
+            best = {
+                "loss": loss,
+                "epoch": epoch,
+                "weights": {n: p.detach().clone() for n, p in params.items()},
+            }
+            stale = 0
+        elif (stale := stale + 1) >= settings.patience and stopped == "epochs":
+            stopped = "patience"
         if bar is not None:
-            bar.set_postfix(held_out=f"{held_loss:.4g}")
+            bar.set_postfix(validation=f"{loss:.4g}")
+    return {**best, "epochs": epoch, "stopped": stopped}
+
+
+def _verdict(params, forward, setup, best: dict, initial: dict, before) -> str:
+    """Keep the best epoch's weights only if the test part shows the gain; else restore the
+    starting weights. Returns what was kept and why."""
+    if not best["epoch"]:
+        return "initial (no epoch beat it on validation samples)"
+    after = _losses(forward, setup.test)[0] if setup.test else torch.zeros(0)
+    shown, evidence = _shown(before, after)
+    if shown:
+        return f"trained ({evidence})"
+    _restore(params, initial)
+    return f"initial (test gain not shown: {evidence})"
+
+
+def fit(params, masks, forward: Forward, setup, settings: FitSettings, rng) -> dict:
+    """Train ``params`` (see the module docstring); return losses before/after on every part,
+    epochs run, the epoch kept, why training stopped and what was kept."""
+    objective = setup.objective
+    initial = {name: p.detach().clone() for name, p in params.items()}
+    before = _losses(forward, setup.test)[0] if setup.test else torch.zeros(0)
+    row = {
+        "calibration_loss_before": evaluate(forward, setup.train, objective),
+        "validation_loss_before": evaluate(forward, setup.validation, objective),
+        "held_out_loss_before": evaluate(forward, setup.test, objective),
+    }
+    bar = _bar(settings, max(1, settings.epochs * len(setup.train)))
+    best = _epochs(params, masks, forward, setup, settings, rng, bar)
     if bar is not None:
         bar.close()
-    with torch.no_grad():
-        for name, value in saved.items():
-            params[name].copy_(value)
-    return {
-        **start,
-        "calibration_loss_after": evaluate(forward, train, objective),
-        "held_out_loss_after": best,
-        "epochs": epoch,
-        "best_epoch": best_epoch,
-        "stopped": stopped,
-        "kept": "trained" if best_epoch else "initial (no epoch beat it on held-out samples)",
-    }
+    _restore(params, best["weights"])
+    kept = _verdict(params, forward, setup, best, initial, before)
+    row.update(
+        calibration_loss_after=evaluate(forward, setup.train, objective),
+        validation_loss_after=evaluate(forward, setup.validation, objective),
+        held_out_loss_after=evaluate(forward, setup.test, objective),
+        epochs=best["epochs"],
+        best_epoch=best["epoch"],
+        stopped=best["stopped"],
+        kept=kept,
+    )
+    return row

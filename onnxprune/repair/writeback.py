@@ -1,7 +1,7 @@
 """Write trained values back into the student file by initializer name, nothing else changed.
 
-The student is loaded as it is on disk (not normalised), so its nodes, names, attributes and
-declared shapes are written back unchanged; only the named tensors get new values, with the same
+The student is loaded as it is on disk (not normalised), so its nodes, names, attributes,
+declared shapes and ``value_info`` entries are written back unchanged; only the named tensors get new values, with the same
 shape and dtype. A weight that came from a ``Constant`` node (normalisation lifted it into an
 initializer under the node's output name) is written back into that node. Masked weights are
 checked: their zeros before and after must be the same elements, or this is a bug.
@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 
 from onnxprune.errors import InputError
@@ -48,6 +49,18 @@ def _replace(model: ir.Model, constants: dict[str, ir.Node], name: str, array: n
     return old
 
 
+def _keep_value_info_as_read(model: ir.Model, path: str | os.PathLike) -> None:
+    """onnx-ir writes a ``value_info`` for every typed initializer; leave out those the file did
+    not have, so the written graph is the one read."""
+    declared = {
+        info.name for info in onnx.load(str(path), load_external_data=False).graph.value_info
+    }
+    inputs = {value.name for value in model.graph.inputs}
+    for name, value in model.graph.initializers.items():
+        if name not in declared and name not in inputs:
+            value.shape, value.type = None, None
+
+
 def write_back(
     student: str | os.PathLike,
     values: dict[str, np.ndarray],
@@ -63,4 +76,5 @@ def write_back(
         old = _replace(model, constants, name, values[name])
         if name in masked and not np.array_equal(old.numpy() == 0, values[name] == 0):
             raise AssertionError(f"repair changed the zero pattern of '{name}'")
+    _keep_value_info_as_read(model, student)
     save_model(model, output, protected=protected, external_data=external)
