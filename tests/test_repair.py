@@ -51,7 +51,10 @@ def _residual_mlp(path: Path, weights: dict[str, np.ndarray]) -> Path:
 def _weights(seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     shapes = {"W1": (16, 32), "b1": (32,), "W2": (32, 16), "W3": (16, 4), "b3": (4,)}
-    return {n: (rng.standard_normal(s) / np.sqrt(s[0])).astype(np.float32) for n, s in shapes.items()}
+    return {
+        name: (rng.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float32)
+        for name, shape in shapes.items()
+    }
 
 
 def _pruned(weights: dict[str, np.ndarray], fraction: float) -> dict[str, np.ndarray]:

@@ -1,9 +1,10 @@
 """Write trained values back into the student file by initializer name, nothing else changed.
 
 The student is loaded as it is on disk (not normalised), so its nodes, names, attributes,
-declared shapes and ``value_info`` entries are written back unchanged; only the named tensors get new values, with the same
-shape and dtype. A weight that came from a ``Constant`` node (normalisation lifted it into an
-initializer under the node's output name) is written back into that node. Masked weights are
+declared shapes and ``value_info`` entries are written back unchanged; only the named tensors
+get new values, with the same shape and dtype. A weight that came from a ``Constant`` node
+(normalisation lifted it into an initializer under the node's output name) is written back
+into that node. Masked weights are
 checked: their zeros before and after must be the same elements, or this is a bug.
 """
 
