@@ -129,8 +129,8 @@ def unshare_projection_biases(model: ir.Model) -> int:
     return copies
 
 
-def _output_projection(path: HeadPath, context: ir.Node, head_dim: int) -> tuple[ir.Node, int]:
-    """Follow the context to ``MatMul(·, W_out)``; returns the node and its weight's axis."""
+def _output_projection(path: HeadPath, context: ir.Node, head_dim: int) -> ir.Node:
+    """Follow the context to ``MatMul(·, W_out)`` (rows of W_out follow the heads)."""
     value, axis, elements = context.outputs[0], 1, 1
     while True:
         path.axes[value] = (axis, "q", elements)
@@ -157,7 +157,7 @@ def _output_projection(path: HeadPath, context: ir.Node, head_dim: int) -> tuple
             weight = node.inputs[1]
             if constant_tensor(weight) is None or len(weight.shape) != 2 or axis != ranks[0] - 1:
                 raise Refused("the output projection is not a constant 2-D weight", node)
-            return node, 0
+            return node
         else:
             raise Refused(f"{node.op_type} after the attention context", node)
 
@@ -202,7 +202,7 @@ def _match(model: ir.Model, context: ir.Node) -> ChannelGroup:
     path, projections = trace_attention(context)
     units, repeat = _check_projections(projections)
     value = projections["value"]
-    consumer, _ = _output_projection(path, context, value.head_dim)
+    consumer = _output_projection(path, context, value.head_dim)
     out_weight = consumer.inputs[1]
     if len(out_weight.uses()) != 1:
         raise Refused(f"weight '{out_weight.name}' is shared by several nodes", consumer)
