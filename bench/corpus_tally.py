@@ -20,7 +20,7 @@ from pathlib import Path
 from common import write_results
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fixtures" / "corpus"))
-from corpus_matrix import COMMANDS, cases, run_case
+from corpus_matrix import COMMANDS, REPO, cases, run_case
 from corpus_models import CorpusModel, load_corpus
 
 CODES = (0, 1, 2, 3)
@@ -48,7 +48,7 @@ def _run(model: CorpusModel, command: str) -> dict:
         "exit": outcome.code,
         "seconds": round(outcome.seconds, 2),
         "stderr_lines": len(outcome.stderr.strip().splitlines()),
-        "reason": _reason(outcome.code, outcome.stdout, outcome.stderr),
+        "reason": _reason(outcome.code, outcome.stdout, outcome.stderr).replace(f"{REPO}/", ""),
     }
 
 
