@@ -64,6 +64,10 @@ def _specs() -> list[tuple[str, dict[str, Any]]]:
             "label-weight",
             {"type": float, "default": d.label_weight, "help": "Cross-entropy weight (labels)."},
         ),
+        (
+            "train-zeros",
+            {"default": None, "help": "Regex: weights whose zeros may change (grown layers)."},
+        ),
         ("seed", {"type": int, "default": d.seed, "help": "Seed of the split and shuffling."}),
     ]
 
@@ -112,6 +116,7 @@ def repair_options_from(
         group_balanced=get("group_balanced"),
         beta=get("beta"),
         label_weight=get("label_weight"),
+        train_zeros=get("train_zeros"),
         seed=get("seed"),
         mask_input=params.get("calibration_mask"),
     )

@@ -289,3 +289,23 @@ def test_group_balanced_needs_groups(pair, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="group-balanced needs 'group"):
         repair_file(student, teacher, tmp_path / "o.onnx",
                     _options(calibration, group_balanced=True))  # fmt: skip
+
+
+def test_train_zeros_lets_a_grown_layer_fill_its_zeros(pair, tmp_path: Path) -> None:
+    from onnxprune.grow import DeepenPass
+    from onnxprune.model_io import load_model, save_model
+
+    teacher, student, calibration = pair
+    model = load_model(student)
+    DeepenPass("relu")(model)
+    save_model(model, tmp_path / "grown.onnx")
+    name = "grown_after_relu_weight"
+    identity = np.eye(32, dtype=bool)
+    for train_zeros, fixed in ((None, True), ("grown", False)):
+        out = tmp_path / f"repaired_{train_zeros}.onnx"
+        repair_file(tmp_path / "grown.onnx", teacher, out,
+                    _options(calibration, epochs=5, train_zeros=train_zeros))  # fmt: skip
+        weight = next(
+            numpy_helper.to_array(t) for t in onnx.load(out).graph.initializer if t.name == name
+        )
+        assert np.array_equal(weight != 0, identity) == fixed

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from onnxprune.errors import InputError
+from onnxprune.errors import InputError, compiled_regex
 
 __all__ = ["RepairOptions"]
 
@@ -31,6 +31,8 @@ class RepairOptions:
         augment: altered copies of every training sample to add (``augment``): token
             replacement for table indices, noise for floats; 0 adds none.
         augment_rate: fraction of tokens replaced, or noise relative to each feature's spread.
+        train_zeros: regex of weight names whose zeros may change (a ``grow --deeper`` layer
+            starts as an identity matrix, almost all zeros); every other weight keeps its zeros.
         seed: seeds the held-out split, the shuffling and torch.
         mask_input: input marking real positions (default ``attention_mask`` when present).
         progress: progress bars (None: only on a terminal).
@@ -49,6 +51,7 @@ class RepairOptions:
     label_weight: float = 0.5
     augment: int = 0
     augment_rate: float = 0.15
+    train_zeros: str | None = None
     seed: int = 0
     mask_input: str | None = None
     progress: bool | None = None
@@ -68,6 +71,7 @@ class RepairOptions:
             raise InputError(f"--max-time must be positive (seconds), got {self.max_time}")
         if self.augment < 0 or not 0 < self.augment_rate <= 1:
             raise InputError("--augment must be >= 0 and --augment-rate in (0, 1]")
+        compiled_regex("--train-zeros", self.train_zeros)
         if self.beta < 0 or self.label_weight < 0:
             raise InputError("--beta and --label-weight must be >= 0")
 

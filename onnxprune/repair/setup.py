@@ -115,7 +115,7 @@ def prepare(
     """Check and prepare a repair of ``student`` towards ``teacher`` on ``data``."""
     refuse_quantized(student)
     check_pair(student, teacher)
-    trainable = find_trainable(student)
+    trainable = find_trainable(student, options.train_zeros)
     program = GraphProgram(student)
     data, train, validation, test = _chunks(options, data, student)
     objective = _objective(options, data)

@@ -28,7 +28,7 @@ from onnxprune.repair.losses import Objective
 __all__ = ["SHOWN", "FitSettings", "evaluate", "fit"]
 
 Forward = Callable[[Chunk], torch.Tensor]  # per-sample losses of one chunk
-SHOWN = 2.0  # standard errors a test gain must clear
+SHOWN = 1.645  # standard errors a test gain must clear (one-sided 95%)
 
 
 @dataclass(frozen=True)

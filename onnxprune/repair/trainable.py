@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import onnx_ir as ir
 
-from onnxprune.errors import InputError
+from onnxprune.errors import InputError, compiled_regex
 from onnxprune.weights import find_weights, is_float
 
 __all__ = ["QUANTIZED_OPS", "TrainableTensor", "find_trainable", "refuse_quantized"]
@@ -87,9 +87,14 @@ def _adds_to_layer(node: ir.Node, index: int, value: ir.Value) -> bool:
     return producer is not None and producer.op_type in _LAYERS and size > 1
 
 
-def find_trainable(model: ir.Model) -> dict[str, TrainableTensor]:
-    """Trainable initializers of the main graph by name (see the module docstring)."""
-    trainable = {w.name: TrainableTensor(w.name, "weight", True) for w in find_weights(model)[0]}
+def find_trainable(model: ir.Model, train_zeros: str | None = None) -> dict[str, TrainableTensor]:
+    """Trainable initializers of the main graph by name (see the module docstring); weights
+    whose names match the ``train_zeros`` regex may change their zeros too."""
+    free = compiled_regex("--train-zeros", train_zeros)
+    trainable = {
+        w.name: TrainableTensor(w.name, "weight", not (free and free.search(w.name)))
+        for w in find_weights(model)[0]
+    }
     for name, value in model.graph.initializers.items():
         if name in trainable or not is_float(value) or not value.uses():
             continue
