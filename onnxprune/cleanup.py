@@ -65,6 +65,19 @@ def _fold_batchnorm(model: ir.Model) -> None:
 
 def _optimize(model: ir.Model) -> None:
     onnxscript.optimizer.optimize_ir(model, num_iterations=2)
+    _drop_attributes_newer_than_opset(model)
+
+
+def _drop_attributes_newer_than_opset(model: ir.Model) -> None:
+    """onnxscript's optimizer writes Reshape's ``allowzero`` (opset 14) into older models: the
+    default 0 is dropped; 1 cannot be expressed there, so the step fails (and is skipped)."""
+    if model.opset_imports.get("", 14) >= 14:
+        return
+    for node in ir.traversal.RecursiveGraphIterator(model.graph):
+        if node.op_type == "Reshape" and node.domain in ("", "ai.onnx"):
+            allowzero = node.attributes.pop("allowzero", None)
+            if allowzero is not None and allowzero.as_int() != 0:
+                raise ValueError(f"Reshape '{node.name}' needs allowzero=1 (opset 14)")
 
 
 def _remove_identities(model: ir.Model) -> None:

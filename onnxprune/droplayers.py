@@ -29,7 +29,7 @@ from onnxprune.model_io import (
 )
 from onnxprune.normalize import load_normalized
 from onnxprune.residual import RemoveBlocksPass, ResidualBlock, find_residual_blocks
-from onnxprune.runtime import create_session, run_dataset, run_feed
+from onnxprune.runtime import create_session, fixed_batch, run_dataset, run_feed
 
 __all__ = ["DropOptions", "drop_layers_file"]
 
@@ -70,6 +70,7 @@ def _scores(model: ir.Model, blocks: list[ResidualBlock], data: Dataset, batch: 
     with tempfile.TemporaryDirectory(prefix="onnxprune-blocks-") as folder:
         session = create_session(capture_model(model, tensors, Path(folder)))
         fetch = sorted(tensors - set(data.inputs))
+        batch = fixed_batch(session) or batch
         for start in range(0, data.samples, batch):
             feed = data.slice(start, start + batch)
             fetched = run_feed(session, fetch, feed, start)

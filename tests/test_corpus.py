@@ -32,10 +32,7 @@ from corpus_models import CorpusModel, features, load_corpus, sha256
 
 # (model, command) -> what fails today. Each is a strict xfail: when a fix makes the case pass,
 # the suite fails with XPASS until the entry is removed here.
-KNOWN_FAILURES = {
-    ("ddddocr_det", "drop-layers"): "calibration batch of 2 fed to its fixed batch-1 input",
-    ("ddddocr_ocr", "compress"): "exit 2: its own clean-up result fails the checker (allowzero)",
-}
+KNOWN_FAILURES: dict[tuple[str, str], str] = {}
 # Refusals that blame the tool's own result: a bug, since every corpus input passes the checker.
 OWN_RESULT_BROKEN = ("the result fails the ONNX checker", "the result does not load in onnxruntime")
 # A refusal because onnxruntime failed on the eval data: a bug when that data is the model's own
