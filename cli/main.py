@@ -48,7 +48,9 @@ from onnxprune.paths import StagedOutputs, check_writes, model_reads, model_writ
 from onnxprune.quantize import MODES
 from onnxprune.repair import repair as repair_models
 from onnxprune.repair import require_torch
-from onnxprune.repair.render import render_repair
+from onnxprune.repair.adapt import AdaptOptions
+from onnxprune.repair.adapt import adapt as adapt_model
+from onnxprune.repair.render import render_adapt, render_repair
 from onnxprune.report import build_report, render_report, to_json, write_json
 
 __all__ = ["main"]
@@ -534,7 +536,7 @@ def grow(model: Path, output: Path, report: Path | None, as_json: bool, **params
 
 
 def _emit_repair(report: dict, as_json: bool, report_path: Path | None, out: StagedOutputs):
-    """``_emit`` with the per-block repair table before the verification."""
+    """``_emit`` with the repair (or adapt) table before the verification."""
     if as_json:
         _emit(report, as_json, report_path, out)
         return
@@ -542,7 +544,9 @@ def _emit_repair(report: dict, as_json: bool, report_path: Path | None, out: Sta
     if report_path is not None:
         write_json(out(report_path), report)
     out.commit()
-    click.echo("\n".join([*render_repair(report["repair"]), render_report(report)]))
+    lines = render_repair(report["repair"]) if "repair" in report else []
+    lines += render_adapt(report["adapt"]) if "adapt" in report else []
+    click.echo("\n".join([*lines, render_report(report)]))
 
 
 @main.command()
@@ -581,6 +585,49 @@ def repair(student: Path, output: Path, report: Path | None, as_json: bool, **pa
     )
     result = repair_models(
         student, teacher, out(output), options, verify_options_from(params), gates_from(params)
+    )
+    _emit_repair(result, as_json, report, out)
+    _finish(result)
+
+
+@main.command()
+@MODEL
+@click.option(
+    "--teacher",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The model every step learns from and is measured against (default: MODEL).",
+)
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
+@click.option("--calibration", type=click.Path(path_type=Path), required=True)
+@click.option("--calibration-mask", default=None, help="Input marking real positions.")
+@click.option("--max-steps", type=int, default=4, show_default=True, help="Most drop steps.")
+@click.option(
+    "--grow-after",
+    default=None,
+    help="If MODEL breaks the budget even after repair: grow --deeper after this node, repair.",
+)
+@repair_options()
+@verify_options
+@gate_options
+@debug_option
+def adapt(model: Path, output: Path, report: Path | None, as_json: bool, **params: Any):
+    """Drop residual blocks (or grow) and repair, step by step, while the budget (gates on
+    --data against the teacher) holds; every step taken or refused is reported."""
+    options = AdaptOptions(
+        repair_options_from(params, params["calibration"]),
+        params["max_steps"],
+        params["grow_after"],
+    )
+    options.validate()
+    require_torch()
+    teacher = params["teacher"] or model
+    out = _outputs(
+        [*model_reads(model), *model_reads(teacher), params["calibration"], params["data"]],
+        [*model_writes(output), report],
+    )
+    result = adapt_model(
+        model, out(output), options, verify_options_from(params), gates_from(params), teacher
     )
     _emit_repair(result, as_json, report, out)
     _finish(result)

@@ -309,3 +309,21 @@ def test_train_zeros_lets_a_grown_layer_fill_its_zeros(pair, tmp_path: Path) -> 
             numpy_helper.to_array(t) for t in onnx.load(out).graph.initializer if t.name == name
         )
         assert np.array_equal(weight != 0, identity) == fixed
+
+
+def test_adapt_drops_blocks_while_the_budget_holds(tmp_path: Path) -> None:
+    model, data = FIXTURE_MODELS["digits_transformer"]
+    calibration = REPO / "fixtures" / "digits_transformer-calibration.npz"
+    report = tmp_path / "adapt.json"
+    result = _cli(
+        "adapt", model, "--calibration", calibration, "--data", data, "-o", tmp_path / "a.onnx",
+        "--max-accuracy-drop", "0.05", "--lr", "1e-3", "--epochs", "3", "--max-steps", "3",
+        "--latency-runs", "0", "--report", report,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    steps = json.loads(report.read_text())["adapt"]["steps"]
+    assert [s["taken"] for s in steps] == [True, False]  # the second drop breaks the budget
+    assert steps[0]["after"] <= 0.05 < steps[1]["after"]
+    assert steps[1]["before"] == steps[0]["after"]
+    kept, original = onnx.load(tmp_path / "a.onnx"), onnx.load(model)
+    assert len(kept.graph.node) < len(original.graph.node)  # one block fewer

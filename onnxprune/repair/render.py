@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["render_repair"]
+__all__ = ["render_adapt", "render_repair"]
 
 
 def _loss(value: float | None) -> str:
@@ -49,5 +49,19 @@ def render_repair(section: dict) -> list[str]:
         lines.append(
             f"  before repair: cosine {quality['cosine_mean']:.4f}{text} (the student against "
             "the teacher, on the verification data)"
+        )
+    return lines
+
+
+def render_adapt(section: dict) -> list[str]:
+    """Every adapt step, taken or refused, with the metric before and after."""
+    lines = [f"Adapt: {section['model']}, {len(section['steps'])} step(s)"]
+    for step in section["steps"]:
+        after = "-" if step["after"] is None else f"{step['after']:.4f}"
+        verdict = "taken" if step["taken"] else "refused"
+        budget = "budget holds" if step["budget_holds"] else "budget broken"
+        note = f" ({step['note']})" if step.get("note") else ""
+        lines.append(
+            f"  {step['step'][:40]:<40} {step['before']:.4f} -> {after}  {verdict}, {budget}{note}"
         )
     return lines
