@@ -327,3 +327,11 @@ def test_adapt_drops_blocks_while_the_budget_holds(tmp_path: Path) -> None:
     assert steps[1]["before"] == steps[0]["after"]
     kept, original = onnx.load(tmp_path / "a.onnx"), onnx.load(model)
     assert len(kept.graph.node) < len(original.graph.node)  # one block fewer
+
+
+def test_max_time_bounds_the_repair(pair, tmp_path: Path) -> None:
+    teacher, student, calibration = pair
+    section = repair_file(student, teacher, tmp_path / "out.onnx",
+                          _options(calibration, epochs=1000, max_time=0.5))  # fmt: skip
+    assert section["seconds"] < 10
+    assert all(b["stopped"].startswith("time") for b in section["blocks"])

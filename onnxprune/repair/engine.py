@@ -112,7 +112,9 @@ def _blockwise(setup: Setup, end: float, rng: np.random.Generator) -> list[dict]
     )
     for segment in setup.segments:
         row = {"block": segment.label, "target": list(segment.targets), "weights": 0}
-        if segment.params and setup.options.epochs > 0:
+        if segment.params and time.monotonic() >= end:
+            row["stopped"] = "time (--max-time spent before this block)"
+        elif segment.params and setup.options.epochs > 0:
             params, masks = _subset(setup, segment.params)
             row["weights"] = int(sum(p.numel() for p in params.values()))
             settings = _settings(setup, segment.label, setup.options.epochs, 1 / pending, end)
