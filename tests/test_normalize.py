@@ -207,3 +207,15 @@ def test_structured_pruning_stops_at_subgraphs_with_the_reason(tmp_path: Path) -
     result = _run("prune", tmp_path / "deep.onnx", "-o", tmp_path / "o.onnx", "--structured")
     assert result.returncode == 2
     assert "used inside a subgraph" in result.stdout
+
+
+@pytest.mark.parametrize("name", ["bert_tiny", "llama_gqa_tiny"])
+def test_both_exporters_count_the_same_macs(name: str) -> None:
+    """The same network exported by TorchScript and dynamo (default settings) counts the same
+    MACs, with --dim applied to every layer (the old count ignored it on one export)."""
+    hf = REPO / "fixtures" / "corpus" / "hf"
+    exports = [hf / f"{name}_{exporter}" / "model.onnx" for exporter in ("torchscript", "dynamo")]
+    per_token = {inspect_model(p)["macs"]["total"] for p in exports}
+    at_32 = {inspect_model(p, {"sequence": 32})["macs"]["total"] for p in exports}
+    assert len(per_token) == 1 and len(at_32) == 1
+    assert at_32.pop() >= 32 * per_token.pop()
