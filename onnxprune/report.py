@@ -18,7 +18,14 @@ from onnxprune.errors import InputError
 from onnxprune.paths import os_error_message
 from onnxprune.reasons import grouped_reasons
 
-__all__ = ["SCHEMA_VERSION", "build_report", "render_report", "to_json", "write_json"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "build_report",
+    "render_report",
+    "to_json",
+    "write_json",
+    "write_text_atomic",
+]
 
 SCHEMA_VERSION = 1
 
@@ -83,8 +90,13 @@ def write_json(path: str | os.PathLike, data: dict) -> None:
     Raises:
         InputError: the file cannot be written (missing folder, no space, no permission, ...).
     """
+    write_text_atomic(path, to_json(data))
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename, with the permissions
+    ``open()`` would give; any failure is an ``InputError`` and leaves nothing behind."""
     path = Path(path)
-    text = to_json(data)
     try:
         handle = tempfile.NamedTemporaryFile(
             "w", dir=path.parent, prefix=f".{path.name}.", delete=False, encoding="utf-8"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import onnx
@@ -74,3 +75,18 @@ def parse_model(text: str, path: Path | None = None) -> onnx.ModelProto:
     if path is not None:
         onnx.save(model, path)
     return model
+
+
+# The fault campaign (tests/test_faults*.py): inputs copied fresh for every case.
+@pytest.fixture(scope="module")
+def base_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from fault_helpers import build_workspace
+
+    return build_workspace(tmp_path_factory.mktemp("base"))
+
+
+@pytest.fixture
+def workspace(base_workspace: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the inputs (see ``fault_helpers.build_workspace``) for one case."""
+    shutil.copytree(base_workspace, tmp_path / "w")
+    return tmp_path / "w"

@@ -10,28 +10,15 @@ every input path) and ``test_faults_fs.py`` (the file system refusing a write).
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-from fault_helpers import ADULT, DYNAMO_DIR, FAST, build_workspace, run_case
+from fault_helpers import ADULT, DYNAMO_DIR, FAST, run_case
 
 SEED = 8
-
-
-@pytest.fixture(scope="module")
-def base_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_workspace(tmp_path_factory.mktemp("base"))
-
-
-@pytest.fixture
-def workspace(base_workspace: Path, tmp_path: Path) -> Path:
-    """A fresh copy of the inputs (see ``fault_helpers.build_workspace``) for one case."""
-    shutil.copytree(base_workspace, tmp_path / "w")
-    return tmp_path / "w"
 
 
 def _truncate(data: bytes, rng: np.random.Generator, index: int) -> bytes:

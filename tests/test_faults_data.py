@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import struct
 import zipfile
 import zlib
@@ -19,21 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from fault_helpers import FAST, build_workspace, run_case
+from fault_helpers import FAST, run_case
 
 from cli.main import main
-
-
-@pytest.fixture(scope="module")
-def base_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_workspace(tmp_path_factory.mktemp("base"))
-
-
-@pytest.fixture
-def workspace(base_workspace: Path, tmp_path: Path) -> Path:
-    """A fresh copy of the inputs (see ``fault_helpers.build_workspace``) for one case."""
-    shutil.copytree(base_workspace, tmp_path / "w")
-    return tmp_path / "w"
 
 
 def _eval(workspace: Path) -> dict[str, np.ndarray]:

@@ -8,7 +8,6 @@ earlier outputs at the destinations as they were.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -18,19 +17,7 @@ import numpy as np
 import onnx
 import pytest
 from conftest import REPO
-from fault_helpers import FAST, build_workspace, run_case, snapshot
-
-
-@pytest.fixture(scope="module")
-def base_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_workspace(tmp_path_factory.mktemp("base"))
-
-
-@pytest.fixture
-def workspace(base_workspace: Path, tmp_path: Path) -> Path:
-    """A fresh copy of the inputs (see ``fault_helpers.build_workspace``) for one case."""
-    shutil.copytree(base_workspace, tmp_path / "w")
-    return tmp_path / "w"
+from fault_helpers import FAST, run_case, snapshot
 
 
 def _fail_with(code: int) -> Callable[..., None]:

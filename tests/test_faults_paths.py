@@ -13,20 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from fault_helpers import FAST, build_workspace, run_case
-
-
-@pytest.fixture(scope="module")
-def base_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_workspace(tmp_path_factory.mktemp("base"))
-
-
-@pytest.fixture
-def workspace(base_workspace: Path, tmp_path: Path) -> Path:
-    """A fresh copy of the inputs (see ``fault_helpers.build_workspace``) for one case."""
-    shutil.copytree(base_workspace, tmp_path / "w")
-    return tmp_path / "w"
-
+from fault_helpers import FAST, run_case
 
 WRITES = ("o", "report", "manifest")
 ADULT_READS = {

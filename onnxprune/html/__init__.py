@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from onnxprune.errors import InputError
@@ -16,7 +15,7 @@ from onnxprune.html.draw import INSTALL_HINT, Plot, require_matplotlib
 from onnxprune.html.format import format_value
 from onnxprune.html.page import render_html
 from onnxprune.paths import os_error_message
-from onnxprune.report import SCHEMA_VERSION
+from onnxprune.report import SCHEMA_VERSION, write_text_atomic
 
 __all__ = [
     "INSTALL_HINT",
@@ -60,24 +59,4 @@ def write_html(path: str | os.PathLike, report: dict) -> None:
     Raises:
         InputError: matplotlib is missing, or the file cannot be written.
     """
-    path = Path(path)
-    text = render_html(report)
-    try:
-        handle = tempfile.NamedTemporaryFile(
-            "w", dir=path.parent, prefix=f".{path.name}.", delete=False, encoding="utf-8"
-        )
-    except OSError as error:
-        raise InputError(os_error_message(error, path)) from error
-    try:
-        with handle:
-            handle.write(text)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(handle.name, 0o666 & ~mask)  # as open() would create it, not 0600
-        os.replace(handle.name, path)
-    except OSError as error:
-        Path(handle.name).unlink(missing_ok=True)
-        raise InputError(os_error_message(error, path)) from error
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, render_html(report))
