@@ -280,7 +280,13 @@ def compress(
     if explain is not None:
         check_explainable(model, verify_options_from(params), explain)
     out = _outputs(
-        [*model_reads(model), params["calibration"], params["data"], params["replay"]],
+        [
+            *model_reads(model),
+            params["calibration"],
+            params["data"],
+            params["replay"],
+            params["repair_validation"],
+        ],
         [*model_writes(output), report or default_report, params["manifest"], html],
     )
     options = prune_options_from(params)
@@ -580,7 +586,13 @@ def repair(student: Path, output: Path, report: Path | None, as_json: bool, **pa
     require_torch()
     teacher = params["teacher"]
     out = _outputs(
-        [*model_reads(student), *model_reads(teacher), params["calibration"], params["data"]],
+        [
+            *model_reads(student),
+            *model_reads(teacher),
+            params["calibration"],
+            params["data"],
+            params["validation"],
+        ],
         [*model_writes(output), report],
     )
     result = repair_models(
@@ -623,7 +635,13 @@ def adapt(model: Path, output: Path, report: Path | None, as_json: bool, **param
     require_torch()
     teacher = params["teacher"] or model
     out = _outputs(
-        [*model_reads(model), *model_reads(teacher), params["calibration"], params["data"]],
+        [
+            *model_reads(model),
+            *model_reads(teacher),
+            params["calibration"],
+            params["data"],
+            params["validation"],
+        ],
         [*model_writes(output), report],
     )
     result = adapt_model(

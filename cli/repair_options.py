@@ -42,6 +42,14 @@ def _specs() -> list[tuple[str, dict[str, Any]]]:
                 "help": "Fraction of calibration samples held out for early stopping.",
             },
         ),
+        (
+            "validation",
+            {
+                "type": click.Path(path_type=Path),
+                "default": None,
+                "help": "Held-out .npz the compression never saw (instead of --held-out).",
+            },
+        ),
         ("patience", {"type": int, "default": d.patience, "help": "Epochs without a new best."}),
         (
             "max-time",
@@ -109,6 +117,7 @@ def repair_options_from(
         lr=get("lr"),
         batch_size=get("train_batch_size"),
         held_out=get("held_out"),
+        validation=None if get("validation") is None else str(get("validation")),
         patience=get("patience"),
         max_time=get("max_time"),
         augment=get("augment"),

@@ -335,3 +335,13 @@ def test_max_time_bounds_the_repair(pair, tmp_path: Path) -> None:
     section = repair_file(student, teacher, tmp_path / "out.onnx", options)
     assert section["seconds"] < 10
     assert all(b["stopped"].startswith("time") for b in section["blocks"])
+
+
+def test_a_separate_validation_file_holds_out_what_compression_never_saw(pair, tmp_path) -> None:
+    teacher, student, calibration = pair
+    x = np.random.default_rng(5).standard_normal((20, 16)).astype(np.float32)
+    np.savez(tmp_path / "validation.npz", x=x)
+    options = _options(calibration, epochs=5, validation=str(tmp_path / "validation.npz"))
+    section = repair_file(student, teacher, tmp_path / "out.onnx", options)
+    assert section["samples"] == {"calibration": 256, "validation": 10, "test": 10}
+    assert section["blocks"][0]["kept"].startswith("trained")

@@ -22,6 +22,9 @@ class RepairOptions:
         lr: Adam's learning rate (cosine schedule over the planned steps).
         batch_size: samples per mini-batch.
         held_out: fraction of the calibration samples held out for early stopping.
+        validation: a separate ``.npz`` of held-out samples (then all calibration samples train).
+            Give one when the compression itself was fitted on the calibration data (SparseGPT,
+            structured least squares): samples it saw are not held out for it.
         patience: epochs without a new held-out best before a block stops.
         max_time: seconds for the whole repair (None: no limit), shared among the blocks.
         group_balanced: weight the groups of every ``group.<attribute>`` equally and add
@@ -44,6 +47,7 @@ class RepairOptions:
     lr: float = 1e-4
     batch_size: int = 8
     held_out: float = 0.2
+    validation: str | None = None
     patience: int = 2
     max_time: float | None = None
     group_balanced: bool = False

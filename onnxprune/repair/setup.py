@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import onnx_ir as ir
 import torch
 
 from onnxprune.calibration import detect_mask_input
-from onnxprune.data import Dataset, index_bounds
+from onnxprune.data import Dataset, index_bounds, input_specs, load_dataset
 from onnxprune.errors import InputError
 from onnxprune.repair.augment import augment
 from onnxprune.repair.chunks import Chunk, make_chunks, split_samples
@@ -77,6 +78,8 @@ def _chunks(
 ) -> tuple[Dataset, list[Chunk], list[Chunk], list[Chunk]]:
     """Split, augment the training part, and chunk; returns the (grown) data too."""
     mask = detect_mask_input(data, options.mask_input)
+    if options.validation is not None:
+        return _separate(options, data, student, mask)
     train, validation, test = split_samples(data.samples, options.held_out, options.seed)
     if options.augment and any(data.axis(name) != 0 for name in data.inputs):
         raise InputError("--augment needs every input's samples on axis 0")
@@ -88,6 +91,35 @@ def _chunks(
         make_chunks(data, p, options.batch_size, mask, True) for p in (train, validation, test)
     ]
     return data, *parts
+
+
+def _separate(options: RepairOptions, data: Dataset, student: ir.Model, mask: str | None):
+    """Every calibration sample trains; the ``validation`` file's samples, appended after them,
+    are split in halves (seeded) into validation and test."""
+    extra = load_dataset(options.validation, input_specs(student))
+    if extra.samples < 2:
+        raise InputError(f"{options.validation}: needs at least 2 samples (validation and test)")
+    if set(extra.groups) != set(data.groups) or (extra.labels is None) != (data.labels is None):
+        raise InputError("--validation must have the same label and group arrays as --calibration")
+    held = data.samples + np.random.default_rng(options.seed).permutation(extra.samples)
+    merged = Dataset(
+        inputs={n: np.concatenate([a, extra.inputs[n]]) for n, a in data.inputs.items()},
+        labels=None if data.labels is None else np.concatenate([data.labels, extra.labels]),
+        groups={n: np.concatenate([c, extra.groups[n]]) for n, c in data.groups.items()},
+        source=data.source,
+        sample_axes=data.sample_axes,
+    )
+    middle = (len(held) + 1) // 2
+    validation, test = np.sort(held[:middle]), np.sort(held[middle:])
+    bounds = index_bounds(student)
+    train = np.arange(data.samples)
+    merged, train = augment(
+        merged, train, options.augment, options.augment_rate, bounds, mask, options.seed
+    )
+    parts = [
+        make_chunks(merged, p, options.batch_size, mask, True) for p in (train, validation, test)
+    ]
+    return merged, *parts
 
 
 def _is_probability(tensor: torch.Tensor) -> bool:
