@@ -60,15 +60,19 @@ def _dim(dim: ir.SymbolicDim | int) -> int | str | None:
 
 
 def _sample_axes(dims: dict[str, tuple[int | str | None, ...]]) -> dict[str, int | None]:
-    """Samples lie on axis 0, except where an input's axis 0 is static and a later axis carries
-    the batch symbol that other inputs have on axis 0 (a recurrent state ``[layers, batch, h]``);
-    0-d inputs have no sample axis."""
+    """Samples lie on axis 0, except where an input's axis 0 is static while other inputs have a
+    dynamic axis 0 and a later axis is the batch: the one carrying their batch symbol, or, with
+    unnamed dims, its only dynamic axis (a recurrent state ``[layers, batch, h]``). 0-d inputs
+    have no sample axis."""
     batch_symbols = {d[0] for d in dims.values() if d and isinstance(d[0], str)}
+    dynamic_batch = any(d and not isinstance(d[0], int) for d in dims.values())
     axes: dict[str, int | None] = {}
     for name, shape in dims.items():
         axis: int | None = 0 if shape else None
-        if shape and isinstance(shape[0], int):
-            axis = next((i for i, d in enumerate(shape) if d in batch_symbols), 0)
+        if shape and isinstance(shape[0], int) and dynamic_batch:
+            named = [i for i, d in enumerate(shape) if d in batch_symbols]
+            unnamed = [i for i, d in enumerate(shape) if d is None]
+            axis = named[0] if named else (unnamed[0] if len(unnamed) == 1 else 0)
         axes[name] = axis
     return axes
 

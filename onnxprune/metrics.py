@@ -29,8 +29,14 @@ def agreement_metrics(
     baseline: np.ndarray, candidate: np.ndarray, classification: bool = True
 ) -> dict:
     """Cosine similarity per sample (mean and min), max abs difference, and for classifiers
-    top-1 agreement (None otherwise: argmax agreement means nothing on an embedding)."""
+    top-1 agreement (None otherwise: argmax agreement means nothing on an embedding).
+
+    An output of one value per sample (a score, a probability) has no per-sample direction: its
+    cosine is taken over the samples, as one vector (``cosine_over: "samples"``)."""
     base, cand = _per_sample(baseline), _per_sample(candidate)
+    over = "sample"
+    if base.shape[1] == 1:
+        base, cand, over = base.reshape(1, -1), cand.reshape(1, -1), "samples"
     base_norm, cand_norm = np.linalg.norm(base, axis=1), np.linalg.norm(cand, axis=1)
     norms = base_norm * cand_norm
     dots = np.sum(base * cand, axis=1)
@@ -46,6 +52,7 @@ def agreement_metrics(
         "cosine_mean": float(cosine.mean()),
         "cosine_min": float(cosine.min()),
         "max_abs_diff": float(np.max(np.abs(base - cand))) if base.size else 0.0,
+        "cosine_over": over,
     }
 
 

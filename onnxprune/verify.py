@@ -97,16 +97,28 @@ def default_gates(task: Task) -> Gates:
     return Gates(min_cosine=DEFAULT_BUDGET, default=True)
 
 
-def _signature(session) -> tuple:
-    """Names, types and static dims of inputs and outputs (symbolic dims may be renamed)."""
+def _compatible(baseline, candidate) -> bool:
+    """Same input and output names, types and ranks, and no dim static on both sides with two
+    different sizes (symbolic dims may be renamed, and shape inference may make a dynamic
+    output dim static)."""
 
-    def describe(args) -> list[tuple]:
-        return [
-            (a.name, a.type, tuple(d if isinstance(d, int) else None for d in a.shape or ()))
-            for a in args
-        ]
+    def dims(shape) -> tuple:
+        return tuple(d if isinstance(d, int) else None for d in shape or ())
 
-    return describe(session.get_inputs()), describe(session.get_outputs())
+    for base_args, cand_args in (
+        (baseline.get_inputs(), candidate.get_inputs()),
+        (baseline.get_outputs(), candidate.get_outputs()),
+    ):
+        if [(a.name, a.type) for a in base_args] != [(a.name, a.type) for a in cand_args]:
+            return False
+        for base, cand in zip(base_args, cand_args, strict=True):
+            one, two = dims(base.shape), dims(cand.shape)
+            if len(one) != len(two):
+                return False
+            pairs = zip(one, two, strict=True)
+            if any(a is not None and b is not None and a != b for a, b in pairs):
+                return False
+    return True
 
 
 def prepare_verification(
@@ -198,7 +210,7 @@ def verify_models(
     dataset = dataset or prepare_dataset(baseline, options)
     base_session = create_session(baseline, options.threads)
     cand_session = create_session(candidate, options.threads)
-    if _signature(base_session) != _signature(cand_session):
+    if not _compatible(base_session, cand_session):
         raise InputError(f"{candidate}: inputs or outputs differ from the baseline {baseline}")
     output_names = tensor_outputs(base_session)
     scored = _scored_output(base_session, options)

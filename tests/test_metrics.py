@@ -66,3 +66,14 @@ def test_cosine_of_zero_and_non_finite_rows() -> None:
     metrics = agreement_metrics(base[:2], cand[:2], classification=False)
     assert metrics["cosine_min"] == 0.0 and metrics["cosine_mean"] == 0.5
     assert np.isnan(agreement_metrics(base, cand, classification=False)["cosine_mean"])
+
+
+def test_one_value_per_sample_is_compared_over_the_samples() -> None:
+    import numpy as np
+
+    from onnxprune.metrics import agreement_metrics
+
+    base = np.array([[0.1], [0.9], [0.5]])
+    metrics = agreement_metrics(base, base * np.array([[3.0], [1.0], [1.0]]), False)
+    assert metrics["cosine_over"] == "samples"
+    assert metrics["cosine_mean"] < 0.99  # per sample, every scalar pair would score 1.0

@@ -110,6 +110,10 @@ def test_state_tensor_keeps_samples_on_its_batch_axis(tmp_path: Path) -> None:
 
     axes = _sample_axes({"input": ("batch", 512), "state": (2, "batch", 128), "sr": ()})
     assert axes == {"input": 0, "state": 1, "sr": None}
+    unnamed = _sample_axes({"input": (None, None), "state": (2, None, 128), "sr": ()})
+    assert unnamed == {"input": 0, "state": 1, "sr": None}  # silero-vad's own declaration
+    fixed = _sample_axes({"image": (1, 3, None, None)})
+    assert fixed == {"image": 0}  # a fixed batch: nothing else has a dynamic batch
     specs = [
         InputSpec("input", np.dtype("float32"), ("batch", 4), 0),
         InputSpec("state", np.dtype("float32"), (2, "batch", 3), 1),
