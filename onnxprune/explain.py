@@ -31,7 +31,7 @@ from onnxprune.errors import InputError
 from onnxprune.normalize import load_normalized
 from onnxprune.occlusion import Occluder, make_occluder
 from onnxprune.runtime import create_session, fixed_batch
-from onnxprune.verify import GATE_TOLERANCE, VerifyOptions, prepare_dataset
+from onnxprune.verify import VerifyOptions, gate_result, prepare_dataset
 
 __all__ = [
     "ExplainOptions",
@@ -256,14 +256,7 @@ def add_explanation(report: dict, section: dict, options: ExplainOptions) -> dic
     if options.min_agreement is not None:
         value = section["aggregate"]["agreement"]
         report["gates"].append(
-            {
-                "gate": "min_explanation_agreement",
-                "limit": options.min_agreement,
-                "value": value,
-                "passed": bool(
-                    np.isfinite(value) and value >= options.min_agreement - GATE_TOLERANCE
-                ),
-            }
+            gate_result("min_explanation_agreement", options.min_agreement, value, True)
         )
         report["passed"] = all(gate["passed"] for gate in report["gates"])
     return report

@@ -37,6 +37,7 @@ __all__ = [
     "baseline_task",
     "default_gates",
     "evaluate_gates",
+    "gate_result",
     "prepare_verification",
     "verified_report",
     "verify_models",
@@ -254,6 +255,19 @@ def verify_models(
     return result
 
 
+def gate_result(name: str, limit: float, value: float | None, higher_is_better: bool) -> dict:
+    """One gate's entry: a value within ``GATE_TOLERANCE`` of the limit passes; a value that
+    could not be measured (None, NaN, infinite) fails with a note."""
+    entry = {"gate": name, "limit": limit, "value": value}
+    if value is None or not math.isfinite(value):
+        entry.update(passed=False, note="not measurable on these outputs")
+    elif higher_is_better:
+        entry["passed"] = bool(value >= limit - GATE_TOLERANCE)
+    else:
+        entry["passed"] = bool(value <= limit + GATE_TOLERANCE)
+    return entry
+
+
 def evaluate_gates(gates: Gates, verification: dict) -> list[dict]:
     """One entry per active gate: its limit, the measured value and whether it held.
 
@@ -268,13 +282,7 @@ def evaluate_gates(gates: Gates, verification: dict) -> list[dict]:
     def add(name: str, limit: float | None, value: float | None, higher_is_better: bool) -> None:
         if limit is None:
             return
-        entry = {"gate": name, "limit": limit, "value": value}
-        if value is None or not math.isfinite(value):
-            entry.update(passed=False, note="not measurable on these outputs")
-        elif higher_is_better:
-            entry["passed"] = bool(value >= limit - GATE_TOLERANCE)
-        else:
-            entry["passed"] = bool(value <= limit + GATE_TOLERANCE)
+        entry = gate_result(name, limit, value, higher_is_better)
         if gates.default:
             entry["default"] = True
         results.append(entry)
