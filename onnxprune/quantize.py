@@ -91,13 +91,16 @@ class NpzReader(CalibrationDataReader):
         self.position = 0
 
 
-def quantizable_nodes(model: onnx.ModelProto, mode: str) -> list[str]:
-    """Names of nodes the mode would quantize (ops with a constant weight input)."""
-    constants = {t.name for t in model.graph.initializer}
+def quantizable_nodes(model: ir.Model, mode: str) -> list[str]:
+    """Names of main-graph nodes the mode would quantize (ops with an initializer weight)."""
+    constants = model.graph.initializers
     return [
-        n.name
-        for n in model.graph.node
-        if n.op_type in _QUANTIZABLE[mode] and len(n.input) > 1 and n.input[1] in constants
+        n.name or ""
+        for n in model.graph
+        if n.op_type in _QUANTIZABLE[mode]
+        and len(n.inputs) > 1
+        and n.inputs[1] is not None
+        and n.inputs[1].name in constants
     ]
 
 
@@ -157,6 +160,9 @@ def quantize_model_file(
     options.validate()
     source = load_normalized(model)
     external = uses_external_data(source)
+    candidates = quantizable_nodes(source, options.mode)
+    pattern = re.compile(options.exclude) if options.exclude else None
+    excluded = sorted({n for n in candidates if pattern and pattern.search(n)} | set(extra_exclude))
     with tempfile.TemporaryDirectory(prefix="onnxprune-quantize-") as folder:
         # onnxruntime's quantizers see the normalised model (Constant and subgraph weights
         # lifted to initializers, every node named), as every other command does.
@@ -167,12 +173,6 @@ def quantize_model_file(
         else:
             ir.external_data.load_to_model(source)
             ir.save(source, normalized)
-        proto = onnx.load(str(normalized), load_external_data=False)
-        candidates = quantizable_nodes(proto, options.mode)
-        pattern = re.compile(options.exclude) if options.exclude else None
-        excluded = sorted(
-            {n for n in candidates if pattern and pattern.search(n)} | set(extra_exclude)
-        )
         target = Path(folder) / "quantized.onnx"
         try:
             _run_tool(normalized, target, options, excluded, calibration, external)
