@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import onnx
@@ -66,6 +68,12 @@ def golden(request: pytest.FixtureRequest):
         assert data == json.loads(path.read_text()), f"{name} drifted from {path}"
 
     return check
+
+
+def run_cli(*args: object) -> subprocess.CompletedProcess:
+    """``onnxprune ARGS`` in a subprocess from the repository root, output captured."""
+    command = [sys.executable, "-m", "cli.main", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=False)
 
 
 def parse_model(text: str, path: Path | None = None) -> onnx.ModelProto:

@@ -5,30 +5,18 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import FIXTURE_MODELS, REPO
+from conftest import FIXTURE_MODELS, run_cli
 
 from cli.main import main
 
 CNN, CNN_DATA = FIXTURE_MODELS["digits_cnn"]
 DYNAMO, DYNAMO_DATA = FIXTURE_MODELS["digits_cnn_dynamo"]
 FAST = ["--latency-runs", "0"]
-
-
-def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "cli.main", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-    )
 
 
 def _digest(path: Path) -> str:
@@ -85,7 +73,7 @@ def test_prune_then_verify_with_failing_gate(tmp_path: Path) -> None:
 def test_compress_defaults_write_beside_the_input(tmp_path: Path) -> None:
     model = tmp_path / "cnn.onnx"
     shutil.copy(CNN, model)
-    result = _run(
+    result = run_cli(
         "compress", model, "--target-sparsity", "0.5", "--data", CNN_DATA,
         "--no-default-budget", *FAST,
     )
@@ -99,7 +87,7 @@ def test_compress_defaults_write_beside_the_input(tmp_path: Path) -> None:
 
 def test_compress_dynamo_model_keeps_external_data(tmp_path: Path) -> None:
     out = tmp_path / "m.onnx"
-    result = _run(
+    result = run_cli(
         "compress", DYNAMO, "-o", out, "--data", DYNAMO_DATA, "--min-agreement", "0.5", *FAST
     )
     assert result.returncode == 0, result.stderr
@@ -161,7 +149,7 @@ BAD_CASES = [
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, case: str) -> None:
     args, message = _bad_cases(tmp_path)[case]
     before = {p: _digest(p) for p in tmp_path.rglob("*") if p.is_file()}
-    result = _run(*args)
+    result = run_cli(*args)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
@@ -174,14 +162,14 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, case: s
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "bad.onnx"
     bad.write_text("nope")
-    result = _run("inspect", bad, "--debug")
+    result = run_cli("inspect", bad, "--debug")
     assert result.returncode != 0
     assert "Traceback" in result.stderr
 
 
 def test_gate_failure_exits_1_and_keeps_the_model(tmp_path: Path) -> None:
     out = tmp_path / "o.onnx"
-    result = _run(
+    result = run_cli(
         "compress",
         CNN,
         "-o",

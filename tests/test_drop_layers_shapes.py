@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from tests.conftest import REPO
+from tests.conftest import run_cli
 from tests.shapes import pre_norm_stack
-
-
-def _run(*args: object) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "cli.main", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=False)
 
 
 def _data(path: Path) -> Path:
@@ -27,7 +20,7 @@ def _data(path: Path) -> Path:
 
 def test_dropping_consecutive_pre_norm_blocks(tmp_path: Path) -> None:
     model, out = pre_norm_stack(tmp_path / "m.onnx"), tmp_path / "o.onnx"
-    result = _run("drop-layers", model, "-o", out, "--blocks", "2", "--calibration",
+    result = run_cli("drop-layers", model, "-o", out, "--blocks", "2", "--calibration",
                   _data(tmp_path / "c.npz"), "--latency-runs", "0", "--json")
     assert result.returncode == 0, result.stderr
     assert len(json.loads(result.stdout)["drop_layers"]["dropped"]) == 2
@@ -38,7 +31,7 @@ def test_dropping_consecutive_pre_norm_blocks(tmp_path: Path) -> None:
 
 def test_tied_local_scores_rank_by_the_model_output(tmp_path: Path) -> None:
     model = pre_norm_stack(tmp_path / "m.onnx", scales=(3e-3, 1e-3, 1e-2))
-    result = _run("drop-layers", model, "-o", tmp_path / "o.onnx", "--blocks", "1",
+    result = run_cli("drop-layers", model, "-o", tmp_path / "o.onnx", "--blocks", "1",
                   "--calibration", _data(tmp_path / "c.npz"), "--latency-runs", "0", "--json")
     assert result.returncode == 0, result.stderr
     section = json.loads(result.stdout)["drop_layers"]

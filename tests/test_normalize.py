@@ -3,8 +3,6 @@ and -1 inputs, input shape overrides, LSTM weights (models shaped like other exp
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,7 @@ from onnxprune import PruneOptions, StructuredOptions, inspect_model, prune_file
 from onnxprune.data import input_specs, load_dataset, synthetic_dataset
 from onnxprune.errors import InputError
 from onnxprune.normalize import load_normalized, parse_input_shape
-from tests.conftest import REPO
+from tests.conftest import REPO, run_cli
 from tests.shapes import (
     constant_weights_mlp,
     if_branches_scalar_input,
@@ -25,11 +23,6 @@ from tests.shapes import (
 )
 
 FAST = ("--latency-runs", "0")
-
-
-def _run(*args: object) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "cli.main", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=False)
 
 
 def _run_model(path: Path, feed: dict) -> list[np.ndarray]:
@@ -50,7 +43,7 @@ def test_constant_weights_are_seen_by_inspect_prune_structured_and_quantize(
         model, tmp_path / "s.onnx", StructuredOptions(target="ffn", sparsity=0.5, round_to=1)
     )
     assert structured["pruning"]["totals"]["units_after"] == 32
-    result = _run("quantize", model, "-o", tmp_path / "q.onnx", "--mode", "dynamic", *FAST)
+    result = run_cli("quantize", model, "-o", tmp_path / "q.onnx", "--mode", "dynamic", *FAST)
     assert result.returncode == 0, result.stderr
     ops = {n.op_type for n in onnx.load(tmp_path / "q.onnx").graph.node}
     assert "DynamicQuantizeLinear" in ops or "MatMulInteger" in ops
@@ -80,7 +73,7 @@ def test_data_aware_methods_refuse_subgraph_weights_with_the_reason(tmp_path: Pa
     data = tmp_path / "calib.npz"
     x = np.random.default_rng(2).standard_normal((8, 32)).astype(np.float32)
     np.savez(data, x=x, sr=np.array(16000, np.int64))
-    result = _run("prune", model, "-o", tmp_path / "o.onnx", "--method", "wanda",
+    result = run_cli("prune", model, "-o", tmp_path / "o.onnx", "--method", "wanda",
                   "--calibration", data)
     assert result.returncode == 2
     assert "used inside a subgraph" in result.stdout
@@ -98,7 +91,7 @@ def test_zero_d_input_in_data_and_made_up_inputs(tmp_path: Path) -> None:
     dataset = load_dataset(data, specs)
     assert dataset.samples == 6 and dataset.slice(0, 2)["sr"].shape == ()
     for extra in ((), ("--data", data)):
-        result = _run("verify", model, model, *extra, *FAST)
+        result = run_cli("verify", model, model, *extra, *FAST)
         assert result.returncode == 0, result.stderr
     np.savez(data, x=np.ones((6, 32), np.float32), sr=np.array([8000] * 6, np.int64))
     with pytest.raises(InputError, match="0-d input"):
@@ -128,7 +121,7 @@ def test_minus_one_batch_gets_made_up_inputs_and_nonnegative_macs(tmp_path: Path
     model = minus_one_batch_embedding(tmp_path / "emb.onnx")
     summary = inspect_model(model)
     assert summary["macs"]["total"] == 32 * 48
-    result = _run("verify", model, model, *FAST)
+    result = run_cli("verify", model, model, *FAST)
     assert result.returncode == 0, result.stderr
     assert "top-1 agreement" not in result.stdout  # an embedding: cosine, not argmax
     assert "task embedding" in result.stdout
@@ -154,7 +147,7 @@ def test_parse_input_shape(text: str, expected: tuple) -> None:
 )
 def test_bad_input_shapes_are_refused(tmp_path: Path, override: str, message: str) -> None:
     model = minus_one_batch_embedding(tmp_path / "emb.onnx")
-    result = _run("inspect", model, "--input-shape", override)
+    result = run_cli("inspect", model, "--input-shape", override)
     assert result.returncode == 2 and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
@@ -162,14 +155,14 @@ def test_bad_input_shapes_are_refused(tmp_path: Path, override: str, message: st
 def test_input_shape_sets_macs_and_made_up_inputs(tmp_path: Path) -> None:
     model = minus_one_batch_embedding(tmp_path / "emb.onnx")
     assert inspect_model(model, input_shapes={"x": (4, 32)})["macs"]["total"] == 4 * 32 * 48
-    result = _run("verify", model, model, "--input-shape", "x:2,32", "--json", *FAST)
+    result = run_cli("verify", model, model, "--input-shape", "x:2,32", "--json", *FAST)
     assert result.returncode == 0, result.stderr
 
 
 def test_dim_names_are_checked_and_used(tmp_path: Path) -> None:
     model = constant_weights_mlp(tmp_path / "m.onnx")
     assert inspect_model(model, {"N": 8})["macs"]["total"] == 8 * (32 * 64 + 64 * 10)
-    result = _run("inspect", model, "--dim", "batch=8")
+    result = run_cli("inspect", model, "--dim", "batch=8")
     assert result.returncode == 2 and "no input has such a dim (symbolic: N)" in result.stderr
 
 
@@ -208,7 +201,7 @@ def test_structured_pruning_stops_at_subgraphs_with_the_reason(tmp_path: Path) -
         branch.node[0].input[0] = "h"
     graph.input[0].CopyFrom(helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32]))
     onnx.save(source, tmp_path / "deep.onnx")
-    result = _run("prune", tmp_path / "deep.onnx", "-o", tmp_path / "o.onnx", "--structured")
+    result = run_cli("prune", tmp_path / "deep.onnx", "-o", tmp_path / "o.onnx", "--structured")
     assert result.returncode == 2
     assert "used inside a subgraph" in result.stdout
 

@@ -4,35 +4,30 @@ mean something for the output, every refusal reason shown, library noise kept ou
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from onnxprune.reasons import grouped_reasons
 from onnxprune.tasks import resolve_task
-from tests.conftest import FIXTURE_MODELS, REPO
+from tests.conftest import FIXTURE_MODELS, run_cli
 from tests.shapes import minus_one_batch_embedding
 
 FAST = ("--latency-runs", "0")
 CNN, CNN_DATA = FIXTURE_MODELS["digits_cnn"]
 
 
-def _run(*args: object) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "cli.main", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=False)
-
-
 def test_compress_without_gates_checks_a_default_budget(tmp_path: Path) -> None:
     out = tmp_path / "cnn.onnx"
-    result = _run("compress", CNN, "-o", out, "--target-sparsity", "0.9", "--data", CNN_DATA, *FAST)
+    result = run_cli(
+        "compress", CNN, "-o", out, "--target-sparsity", "0.9", "--data", CNN_DATA, *FAST
+    )
     assert result.returncode == 1, result.stderr
     assert "default budget" in result.stdout and "min_agreement" in result.stdout
     assert "Result: FAIL (a gate broke) on output 'logits' (min_agreement)" in result.stdout
     report = json.loads(out.with_name("cnn.report.json").read_text())
     assert report["gates"][0] == {**report["gates"][0], "default": True, "limit": 0.95}
-    loosened = _run("compress", CNN, "-o", out, "--target-sparsity", "0.9", "--data", CNN_DATA,
+    loosened = run_cli("compress", CNN, "-o", out, "--target-sparsity", "0.9", "--data", CNN_DATA,
                     "--no-default-budget", *FAST)
     assert loosened.returncode == 0 and "Result: no gates set" in loosened.stdout
 
@@ -40,25 +35,25 @@ def test_compress_without_gates_checks_a_default_budget(tmp_path: Path) -> None:
 def test_embedding_budget_is_cosine_and_agreement_is_refused(tmp_path: Path) -> None:
     model = minus_one_batch_embedding(tmp_path / "emb.onnx")
     out = tmp_path / "out.onnx"
-    result = _run("compress", model, "-o", out, "--target-sparsity", "0.9", "--min-fan-in", "0",
+    result = run_cli("compress", model, "-o", out, "--target-sparsity", "0.9", "--min-fan-in", "0",
                   *FAST)
     assert result.returncode == 1, result.stderr
     assert "min_cosine" in result.stdout and "top-1" not in result.stdout
-    refused = _run("compress", model, "-o", tmp_path / "r.onnx", "--min-agreement", "0.9", *FAST)
+    refused = run_cli("compress", model, "-o", tmp_path / "r.onnx", "--min-agreement", "0.9", *FAST)
     assert refused.returncode == 2
     assert "--min-agreement (top-1 agreement) needs a classifier output" in refused.stderr
     assert not (tmp_path / "r.onnx").exists()
 
 
 def test_verify_without_gates_says_nothing_was_checked() -> None:
-    result = _run("verify", CNN, CNN, "--data", CNN_DATA, *FAST)
+    result = run_cli("verify", CNN, CNN, "--data", CNN_DATA, *FAST)
     assert result.returncode == 0
     assert "Result: no gates set (nothing was checked against a budget)" in result.stdout
     assert "PASS" not in result.stdout
 
 
 def test_a_value_at_the_limit_passes() -> None:
-    result = _run("verify", CNN, CNN, "--data", CNN_DATA, "--min-agreement", "1.0",
+    result = run_cli("verify", CNN, CNN, "--data", CNN_DATA, "--min-agreement", "1.0",
                   "--min-cosine", "1.0", *FAST)
     assert result.returncode == 0, result.stdout
 
@@ -82,7 +77,7 @@ def test_task_inference(name: str, labels: bool, task: str | None) -> None:
 
 def test_nothing_to_prune_prints_every_reason_and_writes_the_report(tmp_path: Path) -> None:
     report = tmp_path / "r.json"
-    result = _run("prune", CNN, "-o", tmp_path / "o.onnx", "--include", "no-such-layer",
+    result = run_cli("prune", CNN, "-o", tmp_path / "o.onnx", "--include", "no-such-layer",
                   "--report", report)
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
@@ -93,7 +88,7 @@ def test_nothing_to_prune_prints_every_reason_and_writes_the_report(tmp_path: Pa
 
 
 def test_structured_include_regex_is_validated(tmp_path: Path) -> None:
-    result = _run("prune", CNN, "-o", tmp_path / "o.onnx", "--structured", "--include", "(")
+    result = run_cli("prune", CNN, "-o", tmp_path / "o.onnx", "--structured", "--include", "(")
     assert result.returncode == 2 and "--include '(' is not a valid regex" in result.stderr
 
 
@@ -104,11 +99,11 @@ def test_grouped_reasons_keep_full_examples() -> None:
 
 def test_library_logs_are_owned(tmp_path: Path) -> None:
     calibration = CNN.with_name("digits_cnn-calibration.npz")
-    result = _run("quantize", CNN, "-o", tmp_path / "q.onnx", "--mode", "static",
+    result = run_cli("quantize", CNN, "-o", tmp_path / "q.onnx", "--mode", "static",
                   "--calibration", calibration, "--data", CNN_DATA, *FAST)
     assert result.returncode == 0, result.stderr
     assert "pre-processing" not in result.stderr and "root" not in result.stderr
-    debug = _run("inspect", CNN, "--debug")
+    debug = run_cli("inspect", CNN, "--debug")
     assert debug.returncode == 0
     assert all(line.startswith("onnxprune: ") for line in debug.stderr.splitlines())
 
@@ -132,7 +127,7 @@ def test_speedup_is_called_only_beyond_noise(runs: int, ratios: list, conclusive
 
 
 def test_unstructured_pruning_says_it_buys_no_speed(tmp_path: Path) -> None:
-    result = _run("prune", CNN, "-o", tmp_path / "o.onnx")
+    result = run_cli("prune", CNN, "-o", tmp_path / "o.onnx")
     assert result.returncode == 0
     assert "do not make onnxruntime's CPU kernels faster" in result.stdout
 
@@ -145,7 +140,7 @@ def test_non_finite_calibration_is_refused(tmp_path: Path) -> None:
     data["input"] = data["input"].copy()
     data["input"][0, 0, 0, 0] = np.nan
     np.savez(calibration, **data)
-    result = _run("prune", CNN, "-o", tmp_path / "o.onnx", "--method", "sparsegpt",
+    result = run_cli("prune", CNN, "-o", tmp_path / "o.onnx", "--method", "sparsegpt",
                   "--calibration", calibration)
     assert result.returncode == 2 and "NaN or infinite" in result.stderr
     assert not (tmp_path / "o.onnx").exists()
@@ -164,7 +159,7 @@ def test_non_finite_candidate_outputs_fail_the_verdict(tmp_path: Path) -> None:
     candidate = tmp_path / "nan.onnx"
     onnx.save(model, candidate)
     report = tmp_path / "r.json"
-    result = _run("verify", CNN, candidate, "--data", CNN_DATA, "--report", report,
+    result = run_cli("verify", CNN, candidate, "--data", CNN_DATA, "--report", report,
                   "--html", tmp_path / "r.html", *FAST)
     assert result.returncode == 1, result.stderr
     assert "finite_outputs     FAIL" in result.stdout
