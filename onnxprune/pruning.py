@@ -76,6 +76,8 @@ class PruneOptions:
     owl_lambda: float = 0.08
     sequential: bool = False
     min_fan_in: int = 16
+    # Per-layer sparsity by weight name, overriding the allocation (``onnxprune.search``).
+    layer_targets: tuple[tuple[str, float], ...] = ()
 
     @property
     def sparsity(self) -> float:
@@ -104,6 +106,9 @@ class PruneOptions:
             raise InputError(f"--min-fan-in must be >= 0, got {self.min_fan_in}")
         if not 0.0 <= self.owl_lambda < 0.5:
             raise InputError(f"OWL lambda must be in [0, 0.5), got {self.owl_lambda}")
+        for name, value in self.layer_targets:
+            if not 0.0 <= value < 1.0:
+                raise InputError(f"layer sparsity of {name} must be in [0, 1), got {value}")
         if self.pattern is None:
             if self.target_sparsity is None:
                 raise InputError("give --target-sparsity or --pattern")
@@ -344,6 +349,7 @@ def prune_model(
             targets.update(
                 allocate(options.allocation, scores, options.sparsity, options.owl_lambda)
             )
+        targets.update((n, s) for n, s in options.layer_targets if n in targets)
         pruned = {
             w.name: _pruned_values(
                 w, arrays[w.name], scores[w.name], targets[w.name], options, stats.get(w.name)

@@ -1,0 +1,230 @@
+"""``compress --auto``: the most compressed model whose gates hold, chosen honestly.
+
+1. The evaluation data is split (seeded, stratified by label and groups) into a selection half
+   and a confirmation half (``split``); the search sees only the selection half.
+2. Cheap first: per-layer sensitivity curves on calibration data (``sensitivity``), and for
+   any global level a knapsack allocation over them (``allocate``).
+3. Per method: verified bisection on the global level, then greedy reverting of the most
+   sensitive layers (``bisect``); or, with ``schedule="gradual"``, sparsity raised step by step
+   (repairing in between when repair options are given) until a step breaks a gate.
+4. Exact last: the best candidate is rebuilt into the output and verified, with latency, on
+   the confirmation half; that verification is the report's and the gates'.
+
+Every candidate is logged (``log``) and the best so far kept; the same seed gives the same
+model. No passing candidate: the verdict is ``NO_CONFIGURATION`` and no model is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from onnxprune.api import file_sha256
+from onnxprune.calibration import CalibrationOptions
+from onnxprune.compress import cleanup_file
+from onnxprune.data import Dataset, input_specs, load_dataset
+from onnxprune.errors import InputError
+from onnxprune.macs import count_macs
+from onnxprune.model_io import check_distinct_output, load_model, model_files
+from onnxprune.normalize import load_normalized
+from onnxprune.pruning import PruneOptions
+from onnxprune.repair.options import RepairOptions
+from onnxprune.repair.stage import checked_stage_options
+from onnxprune.search.allocate import allocate_levels
+from onnxprune.search.bisect import Budget, BudgetSpent, revert_most_sensitive, verified_bisection
+from onnxprune.search.candidates import Evaluator
+from onnxprune.search.log import SearchLog
+from onnxprune.search.options import GRADUAL_STEPS, AutoOptions
+from onnxprune.search.report import search_report
+from onnxprune.search.sensitivity import LayerCurve, sparsity_curves
+from onnxprune.search.split import stratified_split, subset
+from onnxprune.verify import Gates, VerifyOptions, prepare_verification
+
+__all__ = ["auto_compress"]
+
+logger = logging.getLogger(__name__)
+
+
+def _header(
+    model: Path, options: AutoOptions, prune: PruneOptions, verify: VerifyOptions, gates: Gates
+) -> dict:
+    """What a resumed log must agree on: inputs (by hash), options and gates."""
+    data = verify.data
+    return {
+        "model_sha256": file_sha256(model),
+        "data_sha256": file_sha256(data) if data else None,
+        "calibration_sha256": file_sha256(prune.calibration) if prune.calibration else None,
+        "auto": {
+            k: v
+            for k, v in asdict(options).items()
+            if k not in ("log", "resume", "max_evals", "max_time")
+        },
+        "prune": {k: v for k, v in asdict(prune).items() if k != "calibration"},
+        "gates": asdict(gates),
+        "output": verify.output,
+    }
+
+
+def _curve_data(calibration: Dataset | None, selection: Dataset, samples: int) -> Dataset:
+    """Calibration samples for the curves (the selection half's inputs without calibration)."""
+    data = calibration if calibration is not None else selection
+    count = min(samples, data.samples)
+    return subset(data, list(range(count)), data.source)
+
+
+def _macs(cleaned: Path, curves: list[LayerCurve]) -> tuple[dict[str, int], int]:
+    total = count_macs(load_normalized(cleaned))["total"]
+    macs = {c.name: c.macs for c in curves}
+    return macs, total - sum(macs.values())
+
+
+def _search_method(
+    evaluator: Evaluator, method: str, curves: list[LayerCurve], options: AutoOptions
+) -> list[dict]:
+    """One method's oneshot or gradual search; the trace of what it tried."""
+    levels = options.levels
+
+    def allocate(level: float) -> dict[str, float]:
+        return allocate_levels(curves, levels, level, options.objective)
+
+    if options.schedule == "gradual":
+        return _gradual(evaluator, method, allocate)
+    _, trace = verified_bisection(
+        lambda allocation: evaluator.evaluate(method, allocation),
+        allocate,
+        lambda allocation: revert_most_sensitive(curves, levels, allocation),
+        levels[-1],
+        options.steps,
+        options.reverts,
+    )
+    return [{**entry, "method": method} for entry in trace]
+
+
+def _gradual(evaluator: Evaluator, method: str, allocate) -> list[dict]:
+    """Raise the global level step by step from the last step's (repaired) model."""
+    trace, source = [], evaluator.source
+    try:
+        for index, level in enumerate(GRADUAL_STEPS):
+            allocation = allocate(level)
+            fresh = evaluator.budget.evaluated
+            outcome = evaluator.evaluate(method, allocation, source)
+            trace.append(
+                {
+                    "step": "gradual",
+                    "level": level,
+                    "method": method,
+                    "key": outcome.key,
+                    "passed": outcome.passed,
+                }
+            )
+            if not outcome.passed:
+                break
+            step_file = evaluator.work / f"gradual-{method}-{index}.onnx"
+            if evaluator.budget.evaluated > fresh:  # just built: keep it
+                shutil.copyfile(evaluator.work / "candidate.onnx", step_file)
+            else:  # from the log of an earlier run: rebuild it (deterministic)
+                evaluator.build(method, allocation, source, step_file)
+            outcome.record["model_file"] = str(step_file)
+            source = step_file
+    except BudgetSpent:
+        pass
+    return trace
+
+
+def _run_search(
+    evaluator: Evaluator,
+    options: AutoOptions,
+    methods: tuple[str, ...],
+    cleaned: Path,
+    curve_data: Dataset,
+    verify: VerifyOptions,
+) -> tuple[dict, list]:
+    model = load_normalized(cleaned)
+    curves_by_method, trace = {}, []
+    for method in methods:
+        method_options = replace(evaluator.prune_options, method=method)
+        curves = sparsity_curves(
+            model,
+            method_options,
+            options.levels,
+            curve_data,
+            evaluator.calibration_options,
+            verify.output,
+        )
+        curves_by_method[method] = curves
+        if not evaluator.macs:
+            evaluator.macs, evaluator.other_macs = _macs(cleaned, curves)
+        trace += _search_method(evaluator, method, curves, options)
+    return curves_by_method, trace
+
+
+def auto_compress(
+    model: str | os.PathLike,
+    output: str | os.PathLike,
+    prune_options: PruneOptions,
+    options: AutoOptions,
+    verify_options: VerifyOptions,
+    gates: Gates | None = None,
+    calibration_options: CalibrationOptions | None = None,
+    repair: RepairOptions | None = None,
+) -> dict:
+    """Search for the best configuration whose gates hold; write it to ``output``; report."""
+    started = time.monotonic()
+    model, output = Path(model), Path(output)
+    has_calibration = prune_options.calibration is not None
+    options.validate(has_calibration)
+    repair = checked_stage_options(repair, prune_options.calibration)
+    gates, dataset = prepare_verification(model, verify_options, gates, default_budget=True)
+    if dataset.synthetic:
+        raise InputError("--auto needs --data: the search selects and confirms on real samples")
+    if not output.parent.is_dir():
+        raise InputError(f"{output}: output folder {output.parent} does not exist")
+    check_distinct_output(output, tuple(model_files(model, load_model(model))), False)
+    selection, confirmation = stratified_split(dataset, options.seed)
+    budget = Budget(options.max_evals, options.max_time)
+    log = SearchLog(
+        options.log, _header(model, options, prune_options, verify_options, gates), options.resume
+    )
+    methods = options.searched_methods(has_calibration)
+    with tempfile.TemporaryDirectory(prefix=f".{output.name}.auto-", dir=output.parent) as work:
+        cleaned = Path(work) / "cleaned.onnx"
+        cleanup_file(model, cleaned)
+        calibration = None
+        if has_calibration:
+            specs = input_specs(load_model(cleaned))
+            calibration = load_dataset(prune_options.calibration, specs)
+        evaluator = Evaluator(
+            model,
+            cleaned,
+            Path(work),
+            selection,
+            gates,
+            verify_options,
+            prune_options,
+            calibration_options or CalibrationOptions(),
+            options.objective,
+            {},
+            0,
+            log,
+            budget,
+            repair,
+        )
+        curve_data = _curve_data(calibration, selection, options.curve_samples)
+        curves, trace = _run_search(
+            evaluator, options, methods, cleaned, curve_data, verify_options
+        )
+        return search_report(
+            model,
+            output,
+            evaluator,
+            confirmation,
+            options,
+            curves,
+            trace,
+            time.monotonic() - started,
+        )

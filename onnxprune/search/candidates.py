@@ -1,0 +1,143 @@
+"""Build and verify one candidate of the search: prune, (repair), verify on the selection half.
+
+A candidate is a method and a per-layer sparsity allocation. It is pruned from the cleaned
+model, verified against the original with ``onnxprune.verify`` (every gate it knows, so new
+gates apply to the search as they are added), and logged. Its objective (lower is better):
+``size``, the candidate's DEFLATE-compressed bytes; ``macs`` and ``latency``, the MACs left in
+the pruned layers (their nonzero share) plus every other layer's, which is deterministic;
+latency itself is measured once, on the chosen model (cheap first, exact last).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from onnxprune.api import prune_file
+from onnxprune.calibration import CalibrationOptions
+from onnxprune.data import Dataset
+from onnxprune.pruning import PruneOptions
+from onnxprune.repair.options import RepairOptions
+from onnxprune.repair.stage import run_repair_stage
+from onnxprune.search.bisect import Budget, Outcome
+from onnxprune.search.log import SearchLog
+from onnxprune.verify import Gates, VerifyOptions, evaluate_gates, verify_models
+
+__all__ = ["Evaluator", "candidate_key", "summary"]
+
+logger = logging.getLogger(__name__)
+
+
+def candidate_key(method: str, allocation: dict[str, float], source: str = "") -> str:
+    """A stable text key for a configuration (levels rounded to 1e-4)."""
+    layers = sorted((name, round(level, 4)) for name, level in allocation.items())
+    return json.dumps({"method": method, "layers": layers, "from": source}, sort_keys=True)
+
+
+def summary(verification: dict, gates: list[dict]) -> dict:
+    """The numbers of a verification that the log and the report compare across halves."""
+    quality = verification["quality"]
+    worst = [
+        g["worst_group_drop"]
+        for g in quality.get("groups", {}).values()
+        if g.get("worst_group_drop") is not None
+    ]
+    return {
+        "accuracy_drop": quality.get("accuracy_drop"),
+        "top1_agreement": quality.get("top1_agreement"),
+        "cosine_mean": quality.get("cosine_mean"),
+        "worst_group_drop": max(worst) if worst else None,
+        "gates": {g["gate"]: {"value": g["value"], "passed": g["passed"]} for g in gates},
+    }
+
+
+@dataclass
+class Evaluator:
+    """Everything a candidate needs; ``evaluate`` is called by the search with allocations."""
+
+    baseline: Path
+    source: Path
+    work: Path
+    selection: Dataset
+    gates: Gates
+    verify_options: VerifyOptions
+    prune_options: PruneOptions
+    calibration_options: CalibrationOptions
+    objective: str
+    macs: dict[str, int]
+    other_macs: int
+    log: SearchLog
+    budget: Budget
+    repair: RepairOptions | None = None
+    best: Outcome | None = None
+
+    def build(self, method: str, allocation: dict[str, float], source: Path, out: Path) -> dict:
+        """Prune ``source`` with ``allocation`` into ``out`` (then repair); the pruning section."""
+        options = replace(
+            self.prune_options,
+            method=method,
+            target_sparsity=0.0,
+            allocation="uniform",
+            layer_targets=tuple(sorted(allocation.items())),
+        )
+        target = out if self.repair is None else out.with_name(f"{out.stem}.pruned.onnx")
+        pruning = prune_file(source, target, options, self.calibration_options)["pruning"]
+        if self.repair is not None:
+            run_repair_stage(target, source, out, self.repair)
+        return pruning
+
+    def _objective(self, pruning: dict, verification: dict) -> float:
+        if self.objective == "size":
+            return float(verification["size"]["candidate"]["compressed_bytes"])
+        left = sum(
+            (1.0 - layer["sparsity_after"]) * self.macs.get(layer["name"], 0)
+            for layer in pruning["layers"]
+        )
+        return float(left + self.other_macs)
+
+    def evaluate(
+        self, method: str, allocation: dict[str, float], source: Path | None = None
+    ) -> Outcome:
+        """Verify one configuration on the selection half (or reuse its logged result)."""
+        source = source or self.source
+        key = candidate_key(method, allocation, "" if source == self.source else source.name)
+        logged = self.log.lookup(key)
+        self.budget.spend()
+        if logged is not None:
+            self.budget.reused += 1
+            outcome = Outcome(key, logged["passed"], logged["objective"], allocation, logged)
+        else:
+            self.budget.evaluated += 1
+            outcome = self._verify(key, method, allocation, source)
+        if outcome.beats(self.best):
+            self.best = outcome
+        return outcome
+
+    def _verify(self, key: str, method: str, allocation: dict, source: Path) -> Outcome:
+        candidate = self.work / "candidate.onnx"
+        pruning = self.build(method, allocation, source, candidate)
+        quick = replace(self.verify_options, latency_runs=0)
+        verification = verify_models(self.baseline, candidate, quick, self.selection)
+        gates = evaluate_gates(self.gates, verification)
+        passed = all(g["passed"] for g in gates)
+        record = {
+            "method": method,
+            "allocation": dict(sorted(allocation.items())),
+            "passed": passed,
+            "objective": self._objective(pruning, verification),
+            "sparsity": pruning["totals"]["sparsity_after"],
+            "selection": summary(verification, gates),
+        }
+        self.log.record(key, record)
+        outcome = Outcome(key, passed, record["objective"], allocation, record)
+        if outcome.beats(self.best):
+            self.log.save_best(candidate)
+        logger.info(
+            "candidate %s sparsity %.4f: %s",
+            method,
+            record["sparsity"],
+            "pass" if passed else "fail",
+        )
+        return outcome

@@ -1,0 +1,68 @@
+"""Options of the budget-driven search (``compress --auto``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from onnxprune.errors import InputError
+from onnxprune.scoring import METHODS
+
+__all__ = ["DEFAULT_LEVELS", "NO_CONFIGURATION", "OBJECTIVES", "SCHEDULES", "AutoOptions"]
+
+OBJECTIVES = ("size", "macs", "latency")
+SCHEDULES = ("oneshot", "gradual")
+# Sparsity levels each layer may take (the first is always 0: the layer left dense).
+DEFAULT_LEVELS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98)
+# Global levels of --schedule gradual, in order.
+GRADUAL_STEPS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
+NO_CONFIGURATION = "no configuration holds the budget"
+
+
+@dataclass(frozen=True)
+class AutoOptions:
+    """What the search optimises and how long it may look.
+
+    ``methods`` empty means every method the data allows (magnitude; with calibration data
+    also wanda and sparsegpt). ``steps`` bisection steps and ``reverts`` greedy reverts per
+    method; ``curve_samples`` calibration samples for the sensitivity curves.
+    """
+
+    log: str
+    objective: str = "size"
+    methods: tuple[str, ...] = ()
+    levels: tuple[float, ...] = DEFAULT_LEVELS
+    max_evals: int | None = None
+    max_time: float | None = None
+    seed: int = 0
+    steps: int = 6
+    reverts: int = 4
+    schedule: str = "oneshot"
+    resume: bool = False
+    curve_samples: int = 128
+
+    def validate(self, has_calibration: bool) -> None:
+        """Raise ``InputError`` for options out of range or that need calibration data."""
+        if self.objective not in OBJECTIVES:
+            raise InputError(f"unknown objective '{self.objective}' ({', '.join(OBJECTIVES)})")
+        if self.schedule not in SCHEDULES:
+            raise InputError(f"unknown schedule '{self.schedule}' ({', '.join(SCHEDULES)})")
+        for method in self.methods:
+            if method not in METHODS:
+                raise InputError(f"unknown method '{method}' ({', '.join(METHODS)})")
+            if METHODS[method].needs_calibration and not has_calibration:
+                raise InputError(f"--auto with method {method} needs --calibration DATA.npz")
+        if self.levels[0] != 0.0 or list(self.levels) != sorted(set(self.levels)):
+            raise InputError("search levels must start at 0 and increase")
+        if not all(0.0 <= level < 1.0 for level in self.levels):
+            raise InputError("search levels must lie in [0, 1)")
+        if self.max_evals is not None and self.max_evals < 1:
+            raise InputError(f"--max-evals must be at least 1, got {self.max_evals}")
+        if self.max_time is not None and self.max_time <= 0:
+            raise InputError(f"--max-time must be positive, got {self.max_time}")
+        if self.steps < 0 or self.reverts < 0 or self.curve_samples < 1:
+            raise InputError("bisection steps and reverts must be >= 0, curve samples >= 1")
+
+    def searched_methods(self, has_calibration: bool) -> tuple[str, ...]:
+        if self.methods:
+            return self.methods
+        return ("magnitude", "wanda", "sparsegpt") if has_calibration else ("magnitude",)
