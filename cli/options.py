@@ -12,6 +12,7 @@ from onnxprune.allocation import ALLOCATIONS
 from onnxprune.calibration import CalibrationOptions
 from onnxprune.errors import InputError
 from onnxprune.explain import ExplainOptions
+from onnxprune.groups import GroupOptions
 from onnxprune.html import INSTALL_HINT, require_matplotlib
 from onnxprune.normalize import parse_input_shape
 from onnxprune.pruning import PruneOptions, parse_pattern
@@ -29,6 +30,7 @@ __all__ = [
     "explain_options_from",
     "gate_options",
     "gates_from",
+    "group_options_from",
     "html_from",
     "html_option",
     "input_shape_option",
@@ -213,7 +215,13 @@ verify_options = _stack(
         "accuracy only for classification).",
     ),
     input_shape_option,
-    click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True),
+    click.option(
+        "--batch-size",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Inference batch for quality metrics (default 64; 1 when a model is dynamically "
+        "quantized, whose predictions depend on the batch: give the deployment batch size).",
+    ),
     click.option(
         "--threads",
         type=click.IntRange(min=0),
@@ -245,6 +253,46 @@ gate_options = _stack(
         default=None,
         help="Fail if any group's accuracy drops by more than this fraction.",
     ),
+    click.option(
+        "--max-eo-increase",
+        type=float,
+        default=None,
+        help="Fail if any attribute's equalized-odds difference grows by more than this.",
+    ),
+    click.option(
+        "--max-dp-increase",
+        type=float,
+        default=None,
+        help="Fail if any attribute's demographic-parity difference grows by more than this.",
+    ),
+    click.option(
+        "--min-group-agreement",
+        type=float,
+        default=None,
+        help="Fail if any group's top-1 agreement with the baseline is below this fraction.",
+    ),
+    click.option(
+        "--min-group-size",
+        type=click.IntRange(min=1),
+        default=30,
+        show_default=True,
+        help="Smaller groups are reported and marked but left out of gaps, worst group and gates.",
+    ),
+    click.option(
+        "--group-cross",
+        multiple=True,
+        metavar="A,B|all",
+        help="Also report the intersection of these group attributes (e.g. race,sex; "
+        "repeatable), or 'all' for every pair.",
+    ),
+    click.option(
+        "--bootstrap",
+        type=click.IntRange(min=0),
+        default=1000,
+        show_default=True,
+        help="Paired-bootstrap resamples for each group's accuracy-drop interval (0: none).",
+    ),
+    click.option("--bootstrap-seed", type=int, default=0, show_default=True),
     click.option(
         "--min-agreement",
         type=float,
@@ -433,7 +481,20 @@ def verify_options_from(params: dict[str, Any]) -> VerifyOptions:
         latency_batch=params["latency_batch"],
         task=params["task"],
         input_shapes=input_shapes_from(params) or None,
+        groups=group_options_from(params),
     )
+
+
+def group_options_from(params: dict[str, Any]) -> GroupOptions:
+    """Group settings (from ``gate_options``; defaults for commands without them)."""
+    options = GroupOptions(
+        min_group_size=params.get("min_group_size", 30),
+        cross=tuple(params.get("group_cross") or ()),
+        bootstrap=params.get("bootstrap", 1000),
+        seed=params.get("bootstrap_seed", 0),
+    )
+    options.validate()
+    return options
 
 
 def gates_from(params: dict[str, Any]) -> Gates:
@@ -442,4 +503,7 @@ def gates_from(params: dict[str, Any]) -> Gates:
         max_group_drop=params["max_group_drop"],
         min_agreement=params["min_agreement"],
         min_cosine=params["min_cosine"],
+        max_eo_increase=params["max_eo_increase"],
+        max_dp_increase=params["max_dp_increase"],
+        min_group_agreement=params["min_group_agreement"],
     )

@@ -26,6 +26,7 @@ import onnx
 import onnxruntime as ort
 
 from onnxprune.api import file_sha256
+from onnxprune.batching import evaluation_batch
 from onnxprune.data import Dataset
 from onnxprune.errors import InputError
 from onnxprune.model_io import load_model, model_files, save_model, uses_external_data
@@ -187,7 +188,8 @@ def export_edge(
     ort_path, config_path = staged(folder / ORT_MODEL), staged(folder / CONFIG)
     convert_to_ort(onnx_path, ort_path, options.ort)
     operators = write_operator_config(ort_path, config_path)
-    parity = _parity(onnx_path, ort_path, dataset, options, verify_options.batch_size)
+    batch = evaluation_batch(verify_options.batch_size, {"model": onnx_path})[0]
+    parity = _parity(onnx_path, ort_path, dataset, options, batch)
     verification, gate_results = _verification(
         None if baseline is None else Path(baseline), onnx_path, verify_options, dataset, gates
     )

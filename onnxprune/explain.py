@@ -26,6 +26,7 @@ import onnx
 import onnxruntime as ort
 
 from onnxprune.attribution import aggregate, compare, global_drift, group_drift, top_k
+from onnxprune.batching import evaluation_batch
 from onnxprune.data import Dataset, input_specs
 from onnxprune.errors import InputError
 from onnxprune.normalize import load_normalized
@@ -221,10 +222,9 @@ def explain_models(
     dataset = dataset or prepare_dataset(baseline, verify_options)
     specs = input_specs(load_normalized(baseline, verify_options.input_shapes, infer_shapes=False))
     occluder = make_occluder(specs, dataset, options.patch)
-    scorers = tuple(
-        Scorer(p, output, verify_options.threads, verify_options.batch_size)
-        for p in (baseline, candidate)
-    )
+    models = {"baseline": baseline, "candidate": candidate}
+    batch = evaluation_batch(verify_options.batch_size, models)[0]
+    scorers = tuple(Scorer(p, output, verify_options.threads, batch) for p in models.values())
     indices = _chosen(dataset, options.samples, options.seed)
     start = time.perf_counter()
     what, before, after = attribute(scorers, occluder, dataset, indices, classification)

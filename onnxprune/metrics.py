@@ -2,14 +2,39 @@
 
 Predictions: an integer output is taken as class ids; a float output with a last axis of 2 or
 more is reduced by argmax over that axis; a float output with a last axis of 1 (or none) is a
-binary score thresholded at 0.5. Group metrics use binary labels (1 = positive) for TPR/FPR.
+binary score thresholded at 0.5. Per-group metrics live in ``onnxprune.fairness``.
+
+Calibration error (``calibration_error``): the top-label expected calibration error over
+``ECE_BINS`` equal-width confidence bins, ``sum_b n_b / n * |accuracy_b - confidence_b|``,
+where a sample's confidence is its largest class probability. Probabilities are the output's
+rows when they already are probabilities (non-negative, summing to 1), else the softmax of the
+rows (logits); a single score in [0, 1] is the positive class's probability. Integer outputs
+and single scores outside [0, 1] have no probabilities, and no calibration error.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["agreement_metrics", "group_metrics", "predictions"]
+from onnxprune.errors import InputError
+
+__all__ = [
+    "ECE_BINS",
+    "ECE_METHOD",
+    "accuracy",
+    "agreement_metrics",
+    "calibration_error",
+    "check_labels",
+    "output_classes",
+    "predictions",
+    "probabilities",
+]
+
+ECE_BINS = 10
+ECE_METHOD = (
+    f"top-label expected calibration error, {ECE_BINS} equal-width confidence bins; "
+    "probabilities are the output rows, their softmax (logits) or a single score in [0, 1]"
+)
 
 
 def predictions(output: np.ndarray) -> np.ndarray:
@@ -60,57 +85,63 @@ def accuracy(predicted: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(predicted.reshape(labels.shape) == labels))
 
 
-def _rates(predicted: np.ndarray, labels: np.ndarray) -> dict:
-    positives, negatives = labels == 1, labels == 0
-    return {
-        "tpr": float(np.mean(predicted[positives] == 1)) if positives.any() else None,
-        "fpr": float(np.mean(predicted[negatives] == 1)) if negatives.any() else None,
-    }
+def output_classes(output: np.ndarray) -> int | None:
+    """How many classes a classifier output scores: the last axis of a float output of 2 or
+    more, 2 for a single score; None for class ids (integer outputs), whose count is unknown."""
+    if output.dtype.kind in "iub":
+        return None
+    if output.ndim >= 2 and output.shape[-1] >= 2:
+        return int(output.shape[-1])
+    return 2
 
 
-def group_metrics(
-    column: np.ndarray,
-    labels: np.ndarray | None,
-    base_pred: np.ndarray,
-    cand_pred: np.ndarray,
-) -> dict:
-    """Per group: count, agreement, and with labels accuracy before/after, drop, TPR/FPR.
+def check_labels(labels: np.ndarray | None, classes: int | None, output: str) -> None:
+    """Refuse labels that are not class indices of the scored output.
 
-    Per attribute: the largest accuracy gap between groups before and after, and the worst
-    group's accuracy drop.
+    Raises:
+        InputError: a label is negative, or not below the output's class count (labels coded
+            {1, 2} for a 2-class output).
     """
-    binary = labels is not None and set(np.unique(labels).tolist()) <= {0, 1}
-    groups = []
-    for value in sorted(np.unique(column).tolist(), key=str):
-        rows = column == value
-        entry = {
-            "group": str(value),
-            "samples": int(rows.sum()),
-            "top1_agreement": float(np.mean(base_pred[rows] == cand_pred[rows])),
-        }
-        if labels is not None:
-            before, after = (
-                accuracy(base_pred[rows], labels[rows]),
-                accuracy(cand_pred[rows], labels[rows]),
-            )
-            entry.update(accuracy_before=before, accuracy_after=after, accuracy_drop=before - after)
-        if binary:
-            rates_before, rates_after = (
-                _rates(base_pred[rows], labels[rows]),
-                _rates(cand_pred[rows], labels[rows]),
-            )
-            entry.update({f"{k}_before": v for k, v in rates_before.items()})
-            entry.update({f"{k}_after": v for k, v in rates_after.items()})
-        groups.append(entry)
-    summary: dict = {"groups": groups}
-    if labels is not None:
-        before = [g["accuracy_before"] for g in groups]
-        after = [g["accuracy_after"] for g in groups]
-        worst = max(groups, key=lambda g: g["accuracy_drop"])
-        summary.update(
-            accuracy_gap_before=max(before) - min(before),
-            accuracy_gap_after=max(after) - min(after),
-            worst_group=worst["group"],
-            worst_group_drop=worst["accuracy_drop"],
+    if labels is None or not labels.size:
+        return
+    values = np.unique(labels).astype(np.int64)
+    limit = classes if classes is not None else np.iinfo(np.int64).max
+    bad = values[(values < 0) | (values >= limit)]
+    if bad.size:
+        shown = ", ".join(str(v) for v in bad[:5]) + (", ..." if bad.size > 5 else "")
+        scope = f"0..{classes - 1} of the {classes}-class" if classes else "non-negative for the"
+        raise InputError(
+            f"'label' holds {shown}, but labels must be class indices {scope} output "
+            f"'{output}' (recode them, e.g. {{1, 2}} -> {{0, 1}})"
         )
-    return summary
+
+
+def probabilities(output: np.ndarray) -> np.ndarray | None:
+    """Class probabilities ``[..., classes]`` of a classifier output, or None (see the module
+    docstring for how they are read)."""
+    if output.dtype.kind not in "f":
+        return None
+    values = output.astype(np.float64)
+    if values.ndim >= 2 and values.shape[-1] >= 2:
+        if np.all(values >= 0) and np.allclose(values.sum(axis=-1), 1.0, atol=1e-3):
+            return values
+        shifted = np.exp(values - values.max(axis=-1, keepdims=True))
+        return shifted / shifted.sum(axis=-1, keepdims=True)
+    score = values.reshape(len(values), -1)[:, :1]
+    if not np.all((score >= 0) & (score <= 1)):
+        return None
+    return np.concatenate([1 - score, score], axis=1)
+
+
+def calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float | None:
+    """Top-label expected calibration error of ``probs`` (``[..., classes]``) against
+    ``labels`` (``[...]``); None when there are no samples or the probabilities are not finite."""
+    rows = probs.reshape(-1, probs.shape[-1])
+    truth = labels.reshape(-1)
+    if not len(rows) or not np.isfinite(rows).all():
+        return None
+    confidence = rows.max(axis=1)
+    correct = (rows.argmax(axis=1) == truth).astype(np.float64)
+    which = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
+    gap = np.bincount(which, correct - confidence, minlength=bins)
+    return float(np.abs(gap).sum() / len(rows))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxprune.errors import InputError
+from onnxprune.group_report import batch_line, gate_location, group_lines
 from onnxprune.paths import os_error_message
 from onnxprune.reasons import grouped_reasons
 
@@ -184,33 +185,6 @@ def _pruning_lines(pruning: dict) -> list[str]:
     return lines
 
 
-def _group_lines(attribute: str, summary: dict) -> list[str]:
-    lines = [f"Groups by {attribute}:"]
-    header = f"  {'group':<22} {'n':>6} {'agree':>8}"
-    if "accuracy_gap_before" in summary:
-        header += f" {'acc before':>11} {'after':>9} {'drop pt':>8} {'tpr b/a':>15} {'fpr b/a':>15}"
-    lines.append(header)
-    for g in summary["groups"]:
-        line = f"  {g['group'][:22]:<22} {g['samples']:>6} {_pct(g['top1_agreement']):>8}"
-        if "accuracy_before" in g:
-            line += (
-                f" {_pct(g['accuracy_before']):>11} {_pct(g['accuracy_after']):>9}"
-                f" {100 * g['accuracy_drop']:>8.2f}"
-            )
-        if "tpr_before" in g:
-            for rate in ("tpr", "fpr"):
-                pair = f"{_pct(g[f'{rate}_before'])}/{_pct(g[f'{rate}_after'])}"
-                line += f" {pair:>15}"
-        lines.append(line)
-    if "accuracy_gap_before" in summary:
-        lines.append(
-            f"  accuracy gap between groups: {100 * summary['accuracy_gap_before']:.2f} pt -> "
-            f"{100 * summary['accuracy_gap_after']:.2f} pt; worst drop: {summary['worst_group']} "
-            f"({100 * summary['worst_group_drop']:.2f} pt)"
-        )
-    return lines
-
-
 def _latency_lines(latency: dict) -> list[str]:
     threads = latency["intra_op_threads"] or f"default of {latency['cpu_count']} cpus"
     low, high = latency.get("speedup_iqr") or (latency["speedup"], latency["speedup"])
@@ -240,6 +214,7 @@ def _verification_lines(verification: dict) -> list[str]:
         )
     if quality.get("top1_agreement") is not None:
         lines.append(f"  top-1 agreement   {_pct(quality['top1_agreement'])}")
+    lines += batch_line(verification)
     lines += [
         f"  cosine mean/min   {quality['cosine_mean']:.4f} / {quality['cosine_min']:.4f}",
         f"  max abs diff      {quality['max_abs_diff']:.4g}",
@@ -255,7 +230,7 @@ def _verification_lines(verification: dict) -> list[str]:
     if latency:
         lines += _latency_lines(latency)
     for attribute, summary in quality["groups"].items():
-        lines += _group_lines(attribute, summary)
+        lines += group_lines(attribute, summary)
     return lines
 
 
@@ -360,7 +335,10 @@ def _gate_lines(report: dict) -> list[str]:
         relation = ">=" if gate["gate"].startswith("min_") else "<="
         verdict = "pass" if gate["passed"] else "FAIL"
         value = "n/a" if gate["value"] is None else f"{gate['value']:.4f}"
-        lines.append(f"  {gate['gate']:<18} {value} {relation} {gate['limit']:g}: {verdict}")
+        lines.append(
+            f"  {gate['gate']:<19} {value} {relation} {gate['limit']:g}: {verdict}"
+            f"{gate_location(gate)}"
+        )
     used = ", ".join(gate["gate"] for gate in gates)
     scored = (report["verification"] or {}).get("scored_output")
     on = f" on output '{scored}'" if scored else ""

@@ -8,16 +8,33 @@ agreement with the baseline (top-1, cosine, max abs difference), per-group metri
 
 from __future__ import annotations
 
-import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from onnxprune.batching import DEFAULT_BATCH_SIZE, evaluation_batch
 from onnxprune.data import Dataset, index_bounds, input_specs, load_dataset, synthetic_dataset
 from onnxprune.errors import InputError
+from onnxprune.fairness import fairness_metrics
+from onnxprune.gates import (
+    DEFAULT_BUDGET,
+    GATE_TOLERANCE,
+    Gates,
+    default_gates,
+    evaluate_gates,
+    gate_result,
+)
+from onnxprune.groups import GroupOptions, crossed_attributes
 from onnxprune.latency import measure_latency
-from onnxprune.metrics import accuracy, agreement_metrics, group_metrics, predictions
+from onnxprune.metrics import (
+    ECE_METHOD,
+    accuracy,
+    agreement_metrics,
+    check_labels,
+    output_classes,
+    predictions,
+)
 from onnxprune.model_io import model_files
 from onnxprune.normalize import InputShapes, load_normalized
 from onnxprune.report import build_report
@@ -25,14 +42,11 @@ from onnxprune.runtime import create_session, fixed_batch, run_dataset, tensor_o
 from onnxprune.sizes import model_size
 from onnxprune.tasks import Task, resolve_task
 
-# compress's budget when the user sets none: agreement (classifiers) or cosine >= this.
-DEFAULT_BUDGET = 0.95
-# A measured value within this of its limit counts as at the limit (passes).
-GATE_TOLERANCE = 1e-9
-
 __all__ = [
     "DEFAULT_BUDGET",
+    "GATE_TOLERANCE",
     "Gates",
+    "GroupOptions",
     "VerifyOptions",
     "baseline_task",
     "default_gates",
@@ -46,11 +60,13 @@ __all__ = [
 
 @dataclass(frozen=True)
 class VerifyOptions:
-    """How to verify: data, which output is scored, batching, threads and latency runs."""
+    """How to verify: data, which output is scored, batching, threads, latency runs and how
+    groups are formed. ``batch_size`` None: ``batching.evaluation_batch`` chooses (64, or 1
+    for a dynamically quantized model)."""
 
     data: str | os.PathLike | None = None
     output: str | None = None
-    batch_size: int = 64
+    batch_size: int | None = None
     threads: int = 0
     latency_runs: int = 50
     latency_warmup: int = 5
@@ -58,44 +74,7 @@ class VerifyOptions:
     synthetic_samples: int = 32
     task: str | None = None
     input_shapes: InputShapes | None = None
-
-
-@dataclass(frozen=True)
-class Gates:
-    """Budgets; None means the gate is off. Drops and agreements are fractions (0.01 = 1 pt)."""
-
-    max_accuracy_drop: float | None = None
-    max_group_drop: float | None = None
-    min_agreement: float | None = None
-    min_cosine: float | None = None
-
-    default: bool = False  # True when compress chose this budget (no gate was given)
-
-    @property
-    def active(self) -> bool:
-        limits = (self.max_accuracy_drop, self.max_group_drop, self.min_agreement, self.min_cosine)
-        return any(value is not None for value in limits)
-
-    def check_applicable(self, dataset: Dataset, task: Task) -> None:
-        """Refuse gates that this dataset or task cannot evaluate, before any work is done."""
-        if self.max_accuracy_drop is not None and dataset.labels is None:
-            raise InputError("--max-accuracy-drop needs a 'label' array in the data")
-        if self.max_group_drop is not None and (dataset.labels is None or not dataset.groups):
-            raise InputError("--max-group-drop needs 'label' and 'group.<attribute>' arrays")
-        if self.min_agreement is not None and not task.classification:
-            raise InputError(
-                "--min-agreement (top-1 agreement) needs a classifier output; the scored output "
-                f"is {task.name or 'of unknown task'} ({task.evidence}): use --min-cosine, or "
-                "--task classification if it is one"
-            )
-
-
-def default_gates(task: Task) -> Gates:
-    """The budget ``compress`` checks when none is given: top-1 agreement for classifiers,
-    output cosine otherwise (both at ``DEFAULT_BUDGET``)."""
-    if task.classification:
-        return Gates(min_agreement=DEFAULT_BUDGET, default=True)
-    return Gates(min_cosine=DEFAULT_BUDGET, default=True)
+    groups: GroupOptions = field(default_factory=GroupOptions)
 
 
 def _compatible(baseline, candidate) -> bool:
@@ -131,7 +110,9 @@ def prepare_verification(
     """The gates (all off when None; with ``default_budget`` and no gate, ``default_gates``)
     and the verification data, checked against each other before anything is written."""
     gates = gates or Gates()
+    options.groups.validate()
     dataset = prepare_dataset(model_path, options)
+    crossed_attributes(options.groups.cross, list(dataset.groups))
     task = baseline_task(model_path, options, dataset)
     if default_budget and not gates.active:
         gates = default_gates(task)
@@ -163,14 +144,37 @@ def _scored_output(session, options: VerifyOptions) -> str:
 
 
 def baseline_task(model_path: str | os.PathLike, options: VerifyOptions, dataset: Dataset) -> Task:
-    """The scored output's task, from the baseline's outputs on the first batch."""
+    """The scored output's task, from the baseline's outputs on the first batch; labels are
+    checked against the output's classes (``metrics.check_labels``)."""
     session = create_session(model_path, options.threads)
     scored = _scored_output(session, options)
-    first = run_dataset(session, dataset, options.batch_size, limit=options.batch_size)
-    return resolve_task(options.task, scored, first[scored], dataset.labels is not None)
+    batch = options.batch_size or DEFAULT_BATCH_SIZE
+    first = run_dataset(session, dataset, batch, limit=batch)
+    task = resolve_task(options.task, scored, first[scored], dataset.labels is not None)
+    if task.classification:
+        check_labels(dataset.labels, output_classes(first[scored]), scored)
+    return task
 
 
-def _quality(base_out: np.ndarray, cand_out: np.ndarray, dataset: Dataset, task: Task) -> dict:
+def _group_settings(groups: GroupOptions) -> dict:
+    return {
+        "min_group_size": groups.min_group_size,
+        "cross": list(groups.cross),
+        "bootstrap_resamples": groups.bootstrap,
+        "bootstrap_seed": groups.seed,
+        "interval": "paired bootstrap, 95% percentile interval of each group's accuracy drop",
+        "calibration_error": ECE_METHOD,
+    }
+
+
+def _quality(
+    base_out: np.ndarray,
+    cand_out: np.ndarray,
+    dataset: Dataset,
+    task: Task,
+    scored: str,
+    groups: GroupOptions,
+) -> dict:
     quality = agreement_metrics(base_out, cand_out, classification=task.classification)
     if not task.classification:
         quality["groups"] = {}
@@ -182,13 +186,22 @@ def _quality(base_out: np.ndarray, cand_out: np.ndarray, dataset: Dataset, task:
                 f"'label' has shape {dataset.labels.shape}, but the scored output gives "
                 f"predictions of shape {base_pred.shape}"
             )
+        check_labels(dataset.labels, output_classes(base_out), scored)
         before, after = accuracy(base_pred, dataset.labels), accuracy(cand_pred, dataset.labels)
         quality.update(accuracy_before=before, accuracy_after=after, accuracy_drop=before - after)
-    quality["groups"] = {
-        attribute: group_metrics(column, dataset.labels, base_pred, cand_pred)
-        for attribute, column in sorted(dataset.groups.items())
-    }
+    if dataset.groups:
+        quality["group_settings"] = _group_settings(groups)
+    quality["groups"] = fairness_metrics(dataset.groups, dataset.labels, base_out, cand_out, groups)
     return quality
+
+
+def _batch_record(batch: int, reason: str, *sessions) -> dict:
+    """The batch size every quality metric (accuracy, agreement, cosine, groups) was computed
+    at, and why; a model with a fixed batch size runs at its own."""
+    fixed = {fixed_batch(session) for session in sessions} - {None}
+    if fixed:
+        return {"quality": fixed.pop(), "reason": "the model's fixed batch size"}
+    return {"quality": batch, "reason": reason}
 
 
 def _finite(output: np.ndarray) -> bool:
@@ -215,9 +228,15 @@ def verify_models(
         raise InputError(f"{candidate}: inputs or outputs differ from the baseline {baseline}")
     output_names = tensor_outputs(base_session)
     scored = _scored_output(base_session, options)
-    base_outputs = run_dataset(base_session, dataset, options.batch_size)
-    cand_outputs = run_dataset(cand_session, dataset, options.batch_size)
+    batch, reason = evaluation_batch(
+        options.batch_size, {"baseline": baseline, "candidate": candidate}
+    )
+    base_outputs = run_dataset(base_session, dataset, batch)
+    cand_outputs = run_dataset(cand_session, dataset, batch)
     task = resolve_task(options.task, scored, base_outputs[scored], dataset.labels is not None)
+    quality = _quality(
+        base_outputs[scored], cand_outputs[scored], dataset, task, scored, options.groups
+    )
     result: dict = {
         "data": {
             "source": dataset.source,
@@ -228,7 +247,8 @@ def verify_models(
         },
         "scored_output": scored,
         "task": task.to_dict(),
-        "quality": _quality(base_outputs[scored], cand_outputs[scored], dataset, task),
+        "batch_size": _batch_record(batch, reason, base_session, cand_session),
+        "quality": quality,
         "finite_outputs": {
             "baseline": _finite(base_outputs[scored]),
             "candidate": _finite(cand_outputs[scored]),
@@ -252,62 +272,8 @@ def verify_models(
         )
         latency.update(batch=batch, intra_op_threads=options.threads, cpu_count=os.cpu_count())
         result["latency"] = latency
+        result["batch_size"]["latency"] = batch
     return result
-
-
-def gate_result(name: str, limit: float, value: float | None, higher_is_better: bool) -> dict:
-    """One gate's entry: a value within ``GATE_TOLERANCE`` of the limit passes; a value that
-    could not be measured (None, NaN, infinite) fails with a note."""
-    entry = {"gate": name, "limit": limit, "value": value}
-    if value is None or not math.isfinite(value):
-        entry.update(passed=False, note="not measurable on these outputs")
-    elif higher_is_better:
-        entry["passed"] = bool(value >= limit - GATE_TOLERANCE)
-    else:
-        entry["passed"] = bool(value <= limit + GATE_TOLERANCE)
-    return entry
-
-
-def evaluate_gates(gates: Gates, verification: dict) -> list[dict]:
-    """One entry per active gate: its limit, the measured value and whether it held.
-
-    A value equal to the limit passes (compared with a tolerance of ``GATE_TOLERANCE``); a
-    gate whose value could not be measured (not finite, or not defined for the task) fails.
-    A candidate whose scored output is not finite where the baseline's is fails a
-    ``finite_outputs`` gate that is always on.
-    """
-    quality = verification["quality"]
-    results = []
-
-    def add(name: str, limit: float | None, value: float | None, higher_is_better: bool) -> None:
-        if limit is None:
-            return
-        entry = gate_result(name, limit, value, higher_is_better)
-        if gates.default:
-            entry["default"] = True
-        results.append(entry)
-
-    add("max_accuracy_drop", gates.max_accuracy_drop, quality.get("accuracy_drop"), False)
-    worst = max(
-        (g["worst_group_drop"] for g in quality["groups"].values() if "worst_group_drop" in g),
-        default=None,
-    )
-    add("max_group_drop", gates.max_group_drop, worst, False)
-    add("min_agreement", gates.min_agreement, quality.get("top1_agreement"), True)
-    add("min_cosine", gates.min_cosine, quality["cosine_mean"], True)
-    finite = verification.get("finite_outputs", {})
-    if finite.get("baseline", True) and not finite.get("candidate", True):
-        results.append(
-            {
-                "gate": "finite_outputs",
-                "limit": None,
-                "value": None,
-                "passed": False,
-                "note": "the candidate's scored output has NaN or infinite values; the "
-                "baseline's does not",
-            }
-        )
-    return results
 
 
 def verified_report(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnxprune.metrics import agreement_metrics, group_metrics, predictions
+from onnxprune.fairness import group_metrics
+from onnxprune.metrics import agreement_metrics, predictions
 
 
 @pytest.mark.parametrize(
@@ -37,7 +38,7 @@ def test_group_metrics_by_hand() -> None:
     labels = np.array([1, 1, 0, 0, 1, 0])
     before = np.array([1, 0, 0, 0, 1, 0])  # a: 3/4 right, b: 2/2 right
     after = np.array([1, 1, 1, 0, 0, 0])  # a: 3/4 right, b: 1/2 right
-    summary = group_metrics(column, labels, before, after)
+    summary = group_metrics(column, labels, before, after, min_group_size=1)
     a, b = summary["groups"]
     assert (a["group"], a["samples"], b["samples"]) == ("a", 4, 2)
     assert a["accuracy_before"] == 0.75 and a["accuracy_after"] == 0.75
