@@ -74,6 +74,7 @@ def _stage(name: str, verification: dict) -> dict:
         "top1_agreement": quality.get("top1_agreement"),
         "cosine_mean": quality["cosine_mean"],
         "max_abs_diff": quality["max_abs_diff"],
+        "batch_size": verification["batch_size"]["quality"],
         "speedup": latency.get("speedup"),
         "speedup_conclusive": latency.get("conclusive"),
     }

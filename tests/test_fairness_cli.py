@@ -54,6 +54,8 @@ def test_compress_reports_intersections_small_groups_and_the_group_that_broke_th
     ]
     assert written["gates"][0]["group"] == "Black & Female"
     assert written["verification"]["batch_size"] == {"quality": 64, "reason": "default"}
+    assert "hatched groups have fewer than 30 samples (left out of" in page.read_text()
+    assert {s["batch_size"] for s in written["stages"]} == {64}
     modes = {os.stat(p).st_mode & 0o777 for p in (out, report, page)}
     assert modes == {0o640}
 

@@ -202,8 +202,13 @@ def _wilson(p: float | None, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(p - (centre - half), 0.0), max(centre + half - p, 0.0)
 
 
+def _small(group: dict, minimum: int) -> bool:
+    return group.get("small", group["samples"] < minimum)
+
+
 def _group_plot(attribute: str, summary: dict) -> Plot:
     groups = summary["groups"]
+    minimum = summary.get("min_group_size", SMALL_GROUP)  # reports before it was recorded
     metric = "accuracy" if "accuracy_before" in groups[0] else "top1_agreement"
     figure = new_figure(7, 1.2 + 0.4 * len(groups))
     ax = figure.subplots()
@@ -227,13 +232,13 @@ def _group_plot(attribute: str, summary: dict) -> Plot:
             capsize=2,
         )
         for bar, group in zip(bars, groups, strict=True):
-            if group["samples"] < SMALL_GROUP:
+            if _small(group, minimum):
                 bar.set_hatch("///")
     ax.set_yticks(
         rows,
         [
             f"{_short(g['group'])} (n={g['samples']}"
-            f"{', small' if g['samples'] < SMALL_GROUP else ''})"
+            f"{', small' if _small(g, minimum) else ''})"
             for g in groups
         ],
     )
@@ -243,8 +248,8 @@ def _group_plot(attribute: str, summary: dict) -> Plot:
     ax.set_xlabel(metric.replace("_", " "))
     caption = (
         f"Per-group {metric.replace('_', ' ')} by {attribute}; error bars are 95% Wilson "
-        f"intervals from the group sizes; hatched groups have fewer than {SMALL_GROUP} "
-        "samples."
+        f"intervals from the group sizes; hatched groups have fewer than {minimum} "
+        "samples (left out of gaps, the worst group and gates)."
     )
     return Plot(
         f"groups-{attribute}",
