@@ -33,6 +33,7 @@ from cli.options import (
     verify_options_from,
 )
 from cli.repair_options import repair_options, repair_options_from
+from cli.search import auto_options, run_auto, sweep
 from onnxprune.edge import (
     EdgeOptions,
     export_edge,
@@ -265,6 +266,7 @@ def verify(
     show_default=True,
     help="With no gate given, check top-1 agreement (classifiers) or output cosine >= 0.95.",
 )
+@auto_options
 @verify_options
 @gate_options
 @explain_options
@@ -274,6 +276,8 @@ def compress(
     model: Path, output: Path | None, report: Path | None, as_json: bool, **params: Any
 ) -> None:
     """Clean up, prune, optionally quantize and verify MODEL; write the model and a report."""
+    if run_auto(model, output, report, as_json, params):  # --auto: the search did it all
+        return
     output, default_report = onnxprune.default_outputs(model, output)
     html = html_from(params)
     explain = explain_options_from(params)
@@ -650,6 +654,8 @@ def adapt(model: Path, output: Path, report: Path | None, as_json: bool, **param
     _emit_repair(result, as_json, report, out)
     _finish(result)
 
+
+main.add_command(sweep)
 
 if __name__ == "__main__":
     main()

@@ -37,7 +37,7 @@ from onnxprune.repair.options import RepairOptions
 from onnxprune.repair.stage import checked_stage_options
 from onnxprune.search.allocate import allocate_levels
 from onnxprune.search.bisect import Budget, BudgetSpent, revert_most_sensitive, verified_bisection
-from onnxprune.search.candidates import Evaluator
+from onnxprune.search.candidates import Evaluator, tightened
 from onnxprune.search.log import SearchLog
 from onnxprune.search.options import GRADUAL_STEPS, AutoOptions
 from onnxprune.search.report import search_report
@@ -203,7 +203,7 @@ def auto_compress(
             cleaned,
             Path(work),
             selection,
-            gates,
+            tightened(gates, options.margin),
             verify_options,
             prune_options,
             calibration_options or CalibrationOptions(),
@@ -222,6 +222,7 @@ def auto_compress(
             model,
             output,
             evaluator,
+            gates,
             confirmation,
             options,
             curves,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from onnxprune.api import prune_file
@@ -25,7 +25,7 @@ from onnxprune.search.bisect import Budget, Outcome
 from onnxprune.search.log import SearchLog
 from onnxprune.verify import Gates, VerifyOptions, evaluate_gates, verify_models
 
-__all__ = ["Evaluator", "candidate_key", "summary"]
+__all__ = ["Evaluator", "candidate_key", "summary", "tightened"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,23 @@ def summary(verification: dict, gates: list[dict]) -> dict:
     }
 
 
+def tightened(gates: Gates, margin: float) -> Gates:
+    """The gates the search applies on the selection half: every ``max_*`` limit times
+    ``1 - margin``, every ``min_*`` limit moved that share of its distance to 1 closer to 1.
+    Choosing the best of many candidates on one half flatters it (the winner's curse); the
+    margin leaves room for that, and the confirmation half uses the gates as given."""
+    changes = {}
+    for item in fields(gates):
+        value = getattr(gates, item.name)
+        if not isinstance(value, float):
+            continue
+        if item.name.startswith("max_"):
+            changes[item.name] = value * (1.0 - margin) if value > 0 else value
+        elif item.name.startswith("min_") and value <= 1.0:
+            changes[item.name] = 1.0 - (1.0 - value) * (1.0 - margin)
+    return replace(gates, **changes)
+
+
 @dataclass
 class Evaluator:
     """Everything a candidate needs; ``evaluate`` is called by the search with allocations."""
@@ -72,6 +89,7 @@ class Evaluator:
     budget: Budget
     repair: RepairOptions | None = None
     best: Outcome | None = None
+    seen: dict[str, Outcome] = field(default_factory=dict)
 
     def build(self, method: str, allocation: dict[str, float], source: Path, out: Path) -> dict:
         """Prune ``source`` with ``allocation`` into ``out`` (then repair); the pruning section."""
@@ -103,6 +121,8 @@ class Evaluator:
         """Verify one configuration on the selection half (or reuse its logged result)."""
         source = source or self.source
         key = candidate_key(method, allocation, "" if source == self.source else source.name)
+        if key in self.seen:  # tried earlier in this run (a revert can land on one)
+            return self.seen[key]
         logged = self.log.lookup(key)
         self.budget.spend()
         if logged is not None:
@@ -113,12 +133,15 @@ class Evaluator:
             outcome = self._verify(key, method, allocation, source)
         if outcome.beats(self.best):
             self.best = outcome
+        self.seen[key] = outcome
         return outcome
 
     def _verify(self, key: str, method: str, allocation: dict, source: Path) -> Outcome:
         candidate = self.work / "candidate.onnx"
         pruning = self.build(method, allocation, source, candidate)
-        quick = replace(self.verify_options, latency_runs=0)
+        # the search needs point values only: no latency, no bootstrap intervals
+        groups = replace(self.verify_options.groups, bootstrap=0)
+        quick = replace(self.verify_options, latency_runs=0, groups=groups)
         verification = verify_models(self.baseline, candidate, quick, self.selection)
         gates = evaluate_gates(self.gates, verification)
         passed = all(g["passed"] for g in gates)

@@ -24,7 +24,8 @@ class AutoOptions:
 
     ``methods`` empty means every method the data allows (magnitude; with calibration data
     also wanda and sparsegpt). ``steps`` bisection steps and ``reverts`` greedy reverts per
-    method; ``curve_samples`` calibration samples for the sensitivity curves.
+    method; ``curve_samples`` calibration samples for the sensitivity curves; ``margin``
+    tightens the gates on the selection half (``candidates.tightened``).
     """
 
     log: str
@@ -39,6 +40,7 @@ class AutoOptions:
     schedule: str = "oneshot"
     resume: bool = False
     curve_samples: int = 128
+    margin: float = 0.2
 
     def validate(self, has_calibration: bool) -> None:
         """Raise ``InputError`` for options out of range or that need calibration data."""
@@ -59,6 +61,8 @@ class AutoOptions:
             raise InputError(f"--max-evals must be at least 1, got {self.max_evals}")
         if self.max_time is not None and self.max_time <= 0:
             raise InputError(f"--max-time must be positive, got {self.max_time}")
+        if not 0.0 <= self.margin < 1.0:
+            raise InputError(f"--search-margin must be in [0, 1), got {self.margin}")
         if self.steps < 0 or self.reverts < 0 or self.curve_samples < 1:
             raise InputError("bisection steps and reverts must be >= 0, curve samples >= 1")
 

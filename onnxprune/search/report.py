@@ -10,6 +10,7 @@ selection-vs-confirmation gap of every metric, the sensitivity curves and the tr
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 from onnxprune.data import Dataset
@@ -18,7 +19,7 @@ from onnxprune.report import build_report
 from onnxprune.search.candidates import Evaluator, summary
 from onnxprune.search.options import NO_CONFIGURATION, AutoOptions
 from onnxprune.search.sensitivity import LayerCurve
-from onnxprune.verify import evaluate_gates, verify_models
+from onnxprune.verify import Gates, evaluate_gates, verify_models
 
 __all__ = ["search_report"]
 
@@ -46,6 +47,8 @@ def _section(
         "methods": list(curves),
         "levels": list(options.levels),
         "seed": options.seed,
+        "margin": options.margin,
+        "selection_gates": asdict(evaluator.gates),
         "split": {
             "selection": evaluator.selection.samples,
             "stratified_by": (["label"] if evaluator.selection.labels is not None else [])
@@ -79,6 +82,7 @@ def search_report(
     model: Path,
     output: Path,
     evaluator: Evaluator,
+    gates: Gates,
     confirmation: Dataset,
     options: AutoOptions,
     curves: dict[str, list[LayerCurve]],
@@ -89,24 +93,18 @@ def search_report(
     section = _section(evaluator, options, curves, trace, seconds)
     best = evaluator.best
     if best is None:
-        gate = {
-            "gate": "budget_search",
-            "limit": None,
-            "value": None,
-            "passed": False,
-            "note": NO_CONFIGURATION,
-        }
-        report = build_report("compress", model, None, gates=[gate])
+        report = build_report("compress", model, None)
+        report.update(passed=False, verdict=NO_CONFIGURATION)
         report["search"] = {**section, "verdict": NO_CONFIGURATION}
         return report
     pruning = _write_chosen(evaluator, output)
     verification = verify_models(model, output, evaluator.verify_options, confirmation)
     verification["data"]["half"] = "confirmation"
-    gates = evaluate_gates(evaluator.gates, verification)
+    results = evaluate_gates(gates, verification)
     report = build_report(
-        "compress", model, output, pruning=pruning, verification=verification, gates=gates
+        "compress", model, output, pruning=pruning, verification=verification, gates=results
     )
-    confirmed = summary(verification, gates)
+    confirmed = summary(verification, results)
     chosen = best.record
     report["search"] = {
         **section,
