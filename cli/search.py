@@ -159,7 +159,8 @@ def _search_lines(report: dict) -> list[str]:
     if "chosen" in search:
         chosen = search["chosen"]
         lines.append(
-            f"  chosen: {chosen['method']}, {chosen['sparsity']:.2%} of prunable weights removed"
+            f"  chosen: {chosen['method']}, sparsity {chosen['sparsity']:.2%} (unstructured: of "
+            "the prunable weights; structured: of the units)"
         )
         for name, gap in search["gap"].items():
             lines.append(

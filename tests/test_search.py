@@ -209,3 +209,39 @@ def test_auto_refusals(tmp_path, args, message):
     assert result.returncode == 2
     assert message in result.stderr
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_latency_objective_searches_structured_pruning_and_int8(tmp_path):
+    report = auto_compress(
+        ADULT,
+        tmp_path / "l.onnx",
+        PruneOptions(calibration=str(ADULT_CALIBRATION)),
+        AutoOptions(log=str(tmp_path / "l.jsonl"), objective="latency"),
+        VerifyOptions(data=ADULT_DATA, latency_runs=5, threads=1),
+        Gates(max_accuracy_drop=0.01),
+    )
+    search = report["search"]
+    assert search["methods"] == ["structured:ffn", "structured:ffn+int8"]
+    assert {"step": "precision alone", "method": "structured:ffn+int8"}.items() <= next(
+        step for step in search["trace"] if step["step"] == "precision alone"
+    ).items()
+    assert report["passed"] and report["pruning"]["mode"] == "structured"
+    assert report["pruning"]["macs"]["after"] < report["pruning"]["macs"]["before"]
+    assert ("quantization" in report) == search["chosen"]["method"].endswith("+int8")
+    assert "latency" in report["verification"]  # measured once, on the chosen model
+
+
+def test_unknown_search_method_is_refused(tmp_path):
+    result = run_cli(
+        "compress",
+        ADULT,
+        "--auto",
+        "--data",
+        ADULT_DATA,
+        "--search-methods",
+        "structured:fins",
+        "-o",
+        tmp_path / "x.onnx",
+    )
+    assert result.exit_code == 2
+    assert "unknown search method 'structured:fins'" in result.output

@@ -30,13 +30,19 @@ from onnxprune.compress import cleanup_file
 from onnxprune.data import Dataset, input_specs, load_dataset
 from onnxprune.errors import InputError
 from onnxprune.macs import count_macs
-from onnxprune.model_io import check_distinct_output, load_model, model_files
+from onnxprune.model_io import (
+    check_distinct_output,
+    load_model,
+    model_files,
+    uses_external_data,
+)
 from onnxprune.normalize import load_normalized
 from onnxprune.pruning import PruneOptions
 from onnxprune.repair.options import RepairOptions
 from onnxprune.repair.stage import checked_stage_options
 from onnxprune.search.allocate import allocate_levels
 from onnxprune.search.bisect import Budget, BudgetSpent, revert_most_sensitive, verified_bisection
+from onnxprune.search.build import STRUCTURED, split_method
 from onnxprune.search.candidates import Evaluator, tightened
 from onnxprune.search.log import SearchLog
 from onnxprune.search.options import GRADUAL_STEPS, AutoOptions
@@ -46,6 +52,8 @@ from onnxprune.search.split import stratified_split, subset
 from onnxprune.verify import Gates, VerifyOptions, prepare_verification
 
 __all__ = ["auto_compress"]
+
+STRUCTURED_HIGH = 0.75  # the highest structured sparsity tried (then bisected down)
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +78,16 @@ def _header(
     }
 
 
+def _check_supported(model: Path, options: AutoOptions, methods: tuple[str, ...]) -> None:
+    if uses_external_data(load_model(model)):
+        raise InputError("--auto does not handle models with external data yet")
+    structured = [m for m in methods if split_method(m)[2] is not None]
+    if structured and options.schedule == "gradual":
+        raise InputError(
+            f"--schedule gradual raises unstructured sparsity; not with {structured[0]}"
+        )
+
+
 def _curve_data(calibration: Dataset | None, selection: Dataset, samples: int) -> Dataset:
     """Calibration samples for the curves (the selection half's inputs without calibration)."""
     data = calibration if calibration is not None else selection
@@ -77,32 +95,57 @@ def _curve_data(calibration: Dataset | None, selection: Dataset, samples: int) -
     return subset(data, list(range(count)), data.source)
 
 
-def _macs(cleaned: Path, curves: list[LayerCurve]) -> tuple[dict[str, int], int]:
-    total = count_macs(load_normalized(cleaned))["total"]
-    macs = {c.name: c.macs for c in curves}
-    return macs, total - sum(macs.values())
-
-
 def _search_method(
-    evaluator: Evaluator, method: str, curves: list[LayerCurve], options: AutoOptions
+    evaluator: Evaluator, method: str, curves: list[LayerCurve] | None, options: AutoOptions
 ) -> list[dict]:
-    """One method's oneshot or gradual search; the trace of what it tried."""
+    """One method's oneshot or gradual search; the trace of what it tried. ``curves`` None:
+    a structured method (one sparsity, bisected; nothing to revert per layer)."""
     levels = options.levels
+    if curves is None:
 
-    def allocate(level: float) -> dict[str, float]:
-        return allocate_levels(curves, levels, level, options.objective)
+        def allocate(level: float) -> dict[str, float]:
+            return {STRUCTURED: round(level, 4)}
 
+        def revert(allocation: dict[str, float]) -> dict[str, float] | None:
+            return None
+
+        high = STRUCTURED_HIGH
+    else:
+
+        def allocate(level: float) -> dict[str, float]:
+            return allocate_levels(curves, levels, level, options.objective)
+
+        def revert(allocation: dict[str, float]) -> dict[str, float] | None:
+            return revert_most_sensitive(curves, levels, allocation)
+
+        high = levels[-1]
     if options.schedule == "gradual":
         return _gradual(evaluator, method, allocate)
+    if split_method(method)[1] != "float":  # the precision alone first: cheap, often enough
+        try:
+            alone = evaluator.evaluate(method, {k: 0.0 for k in allocate(0.0)})
+        except BudgetSpent:
+            return []
+        first = {
+            "step": "precision alone",
+            "level": 0.0,
+            "method": method,
+            "key": alone.key,
+            "passed": alone.passed,
+        }
+        if not alone.passed:
+            return [first]
+    else:
+        first = None
     _, trace = verified_bisection(
         lambda allocation: evaluator.evaluate(method, allocation),
         allocate,
-        lambda allocation: revert_most_sensitive(curves, levels, allocation),
-        levels[-1],
+        revert,
+        high,
         options.steps,
         options.reverts,
     )
-    return [{**entry, "method": method} for entry in trace]
+    return ([first] if first else []) + [{**entry, "method": method} for entry in trace]
 
 
 def _gradual(evaluator: Evaluator, method: str, allocate) -> list[dict]:
@@ -145,21 +188,26 @@ def _run_search(
     verify: VerifyOptions,
 ) -> tuple[dict, list]:
     model = load_normalized(cleaned)
-    curves_by_method, trace = {}, []
+    total = count_macs(model)["total"]
+    evaluator.other_macs = total
+    curves_by_method: dict[str, list[LayerCurve]] = {}
+    evaluator.methods = methods
+    trace: list[dict] = []
     for method in methods:
-        method_options = replace(evaluator.prune_options, method=method)
-        curves = sparsity_curves(
-            model,
-            method_options,
-            options.levels,
-            curve_data,
-            evaluator.calibration_options,
-            verify.output,
-        )
-        curves_by_method[method] = curves
-        if not evaluator.macs:
-            evaluator.macs, evaluator.other_macs = _macs(cleaned, curves)
-        trace += _search_method(evaluator, method, curves, options)
+        base, _, target = split_method(method)
+        if target is None and base not in curves_by_method:
+            curves_by_method[base] = sparsity_curves(
+                model,
+                replace(evaluator.prune_options, method=base),
+                options.levels,
+                curve_data,
+                evaluator.calibration_options,
+                verify.output,
+            )
+            if not evaluator.macs:
+                evaluator.macs = {c.name: c.macs for c in curves_by_method[base]}
+                evaluator.other_macs = total - sum(evaluator.macs.values())
+        trace += _search_method(evaluator, method, curves_by_method.get(base), options)
     return curves_by_method, trace
 
 
@@ -191,6 +239,7 @@ def auto_compress(
         options.log, _header(model, options, prune_options, verify_options, gates), options.resume
     )
     methods = options.searched_methods(has_calibration)
+    _check_supported(model, options, methods)
     with tempfile.TemporaryDirectory(prefix=f".{output.name}.auto-", dir=output.parent) as work:
         cleaned = Path(work) / "cleaned.onnx"
         cleanup_file(model, cleaned)

@@ -15,13 +15,12 @@ import logging
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from onnxprune.api import prune_file
 from onnxprune.calibration import CalibrationOptions
 from onnxprune.data import Dataset
 from onnxprune.pruning import PruneOptions
 from onnxprune.repair.options import RepairOptions
-from onnxprune.repair.stage import run_repair_stage
 from onnxprune.search.bisect import Budget, Outcome
+from onnxprune.search.build import STRUCTURED, CandidateBuilder, split_method
 from onnxprune.search.log import SearchLog
 from onnxprune.verify import Gates, VerifyOptions, evaluate_gates, verify_models
 
@@ -70,6 +69,15 @@ def tightened(gates: Gates, margin: float) -> Gates:
     return replace(gates, **changes)
 
 
+def _sparsity(pruning: dict | None, allocation: dict[str, float]) -> float:
+    """Unstructured: the share of prunable weights zeroed; structured: the target."""
+    if pruning is None:
+        return 0.0
+    if STRUCTURED in allocation:
+        return allocation[STRUCTURED]
+    return pruning["totals"]["sparsity_after"]
+
+
 @dataclass
 class Evaluator:
     """Everything a candidate needs; ``evaluate`` is called by the search with allocations."""
@@ -90,30 +98,28 @@ class Evaluator:
     repair: RepairOptions | None = None
     best: Outcome | None = None
     seen: dict[str, Outcome] = field(default_factory=dict)
+    methods: tuple[str, ...] = ()
 
     def build(self, method: str, allocation: dict[str, float], source: Path, out: Path) -> dict:
-        """Prune ``source`` with ``allocation`` into ``out`` (then repair); the pruning section."""
-        options = replace(
-            self.prune_options,
-            method=method,
-            target_sparsity=0.0,
-            allocation="uniform",
-            layer_targets=tuple(sorted(allocation.items())),
-        )
-        target = out if self.repair is None else out.with_name(f"{out.stem}.pruned.onnx")
-        pruning = prune_file(source, target, options, self.calibration_options)["pruning"]
-        if self.repair is not None:
-            run_repair_stage(target, source, out, self.repair)
-        return pruning
+        """Write the candidate to ``out``; its sections (see ``build.CandidateBuilder``)."""
+        builder = CandidateBuilder(self.prune_options, self.calibration_options, self.repair)
+        return builder.build(method, allocation, source, out)
 
-    def _objective(self, pruning: dict, verification: dict) -> float:
+    def _objective(self, method: str, pruning: dict | None, verification: dict) -> float:
+        """Lower is better: compressed bytes (size); MACs left (macs); MACs left with int8
+        layers counted at half (latency: a deterministic proxy, measured at the end)."""
         if self.objective == "size":
             return float(verification["size"]["candidate"]["compressed_bytes"])
-        left = sum(
-            (1.0 - layer["sparsity_after"]) * self.macs.get(layer["name"], 0)
-            for layer in pruning["layers"]
-        )
-        return float(left + self.other_macs)
+        if pruning is not None and "macs" in pruning:  # structured: the graph got smaller
+            left = float(pruning["macs"]["after"])
+        else:
+            layers = pruning["layers"] if pruning is not None else []
+            removed = sum(
+                layer["sparsity_after"] * self.macs.get(layer["name"], 0) for layer in layers
+            )
+            left = float(sum(self.macs.values()) + self.other_macs - removed)
+        factor = 0.5 if self.objective == "latency" and split_method(method)[1] == "int8" else 1
+        return left * factor
 
     def evaluate(
         self, method: str, allocation: dict[str, float], source: Path | None = None
@@ -138,7 +144,7 @@ class Evaluator:
 
     def _verify(self, key: str, method: str, allocation: dict, source: Path) -> Outcome:
         candidate = self.work / "candidate.onnx"
-        pruning = self.build(method, allocation, source, candidate)
+        pruning = self.build(method, allocation, source, candidate)["pruning"]
         # the search needs point values only: no latency, no bootstrap intervals
         groups = replace(self.verify_options.groups, bootstrap=0)
         quick = replace(self.verify_options, latency_runs=0, groups=groups)
@@ -149,8 +155,8 @@ class Evaluator:
             "method": method,
             "allocation": dict(sorted(allocation.items())),
             "passed": passed,
-            "objective": self._objective(pruning, verification),
-            "sparsity": pruning["totals"]["sparsity_after"],
+            "objective": self._objective(method, pruning, verification),
+            "sparsity": _sparsity(pruning, allocation),
             "selection": summary(verification, gates),
         }
         self.log.record(key, record)

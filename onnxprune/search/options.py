@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from onnxprune.errors import InputError
 from onnxprune.scoring import METHODS
+from onnxprune.search.build import PRECISIONS, check_method, split_method
 
 __all__ = ["DEFAULT_LEVELS", "NO_CONFIGURATION", "OBJECTIVES", "SCHEDULES", "AutoOptions"]
 
@@ -41,6 +42,7 @@ class AutoOptions:
     resume: bool = False
     curve_samples: int = 128
     margin: float = 0.2
+    precisions: tuple[str, ...] = ()
 
     def validate(self, has_calibration: bool) -> None:
         """Raise ``InputError`` for options out of range or that need calibration data."""
@@ -49,10 +51,14 @@ class AutoOptions:
         if self.schedule not in SCHEDULES:
             raise InputError(f"unknown schedule '{self.schedule}' ({', '.join(SCHEDULES)})")
         for method in self.methods:
-            if method not in METHODS:
-                raise InputError(f"unknown method '{method}' ({', '.join(METHODS)})")
-            if METHODS[method].needs_calibration and not has_calibration:
+            check_method(method)
+            base = split_method(method)[0]
+            needs = base in METHODS and METHODS[base].needs_calibration
+            if needs and not has_calibration:
                 raise InputError(f"--auto with method {method} needs --calibration DATA.npz")
+        for precision in self.precisions:
+            if precision not in PRECISIONS:
+                raise InputError(f"unknown precision '{precision}' ({', '.join(PRECISIONS)})")
         if self.levels[0] != 0.0 or list(self.levels) != sorted(set(self.levels)):
             raise InputError("search levels must start at 0 and increase")
         if not all(0.0 <= level < 1.0 for level in self.levels):
@@ -67,6 +73,24 @@ class AutoOptions:
             raise InputError("bisection steps and reverts must be >= 0, curve samples >= 1")
 
     def searched_methods(self, has_calibration: bool) -> tuple[str, ...]:
-        if self.methods:
-            return self.methods
-        return ("magnitude", "wanda", "sparsegpt") if has_calibration else ("magnitude",)
+        """Every method the search tries, each with every precision (``+int8``).
+
+        Defaults: for ``latency``, structured FFN pruning in float and int8 (unstructured
+        zeros do not make onnxruntime faster); otherwise magnitude, and wanda and sparsegpt
+        with calibration data, in float.
+        """
+        latency = self.objective == "latency"
+        methods = self.methods or (
+            ("structured:ffn",)
+            if latency
+            else ("magnitude", "wanda", "sparsegpt")
+            if has_calibration
+            else ("magnitude",)
+        )
+        precisions = self.precisions or (("float", "int8") if latency else ("float",))
+        expanded = (
+            method if precision == "float" or "+" in method else f"{method}+{precision}"
+            for method in methods
+            for precision in precisions
+        )
+        return tuple(dict.fromkeys(expanded))

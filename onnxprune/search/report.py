@@ -44,7 +44,7 @@ def _section(
     return {
         "objective": options.objective,
         "schedule": options.schedule,
-        "methods": list(curves),
+        "methods": list(evaluator.methods),
         "levels": list(options.levels),
         "seed": options.seed,
         "margin": options.margin,
@@ -67,15 +67,14 @@ def _section(
     }
 
 
-def _write_chosen(evaluator: Evaluator, output: Path) -> dict | None:
-    """Rebuild (or copy, for a gradual chain) the best candidate into ``output``; its pruning
-    section (None for a gradual chain: the trace lists its steps)."""
+def _write_chosen(evaluator: Evaluator, output: Path) -> dict:
+    """Rebuild (or copy, for a gradual chain) the best candidate into ``output``; its sections
+    (``pruning`` None for a gradual chain: the trace lists its steps)."""
     record = evaluator.best.record
     if "model_file" in record:
         save_model(load_model(record["model_file"]), output, external_data=False)
-        return None
-    pruning = evaluator.build(record["method"], evaluator.best.allocation, evaluator.source, output)
-    return pruning
+        return {"pruning": None}
+    return evaluator.build(record["method"], evaluator.best.allocation, evaluator.source, output)
 
 
 def search_report(
@@ -97,13 +96,15 @@ def search_report(
         report.update(passed=False, verdict=NO_CONFIGURATION)
         report["search"] = {**section, "verdict": NO_CONFIGURATION}
         return report
-    pruning = _write_chosen(evaluator, output)
+    sections = _write_chosen(evaluator, output)
+    pruning = sections.pop("pruning")
     verification = verify_models(model, output, evaluator.verify_options, confirmation)
     verification["data"]["half"] = "confirmation"
     results = evaluate_gates(gates, verification)
     report = build_report(
         "compress", model, output, pruning=pruning, verification=verification, gates=results
     )
+    report.update(sections)
     confirmed = summary(verification, results)
     chosen = best.record
     report["search"] = {
