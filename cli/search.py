@@ -83,6 +83,11 @@ auto_options = _stack(
         help="--auto: comma list (default magnitude, and wanda, sparsegpt with --calibration).",
     ),
     click.option(
+        "--search-precisions",
+        default=None,
+        help="--auto: comma list of float, int8 (default float; int8,float for latency).",
+    ),
+    click.option(
         "--search-log",
         type=click.Path(path_type=Path),
         default=None,
@@ -123,6 +128,7 @@ _AUTO_ONLY = {
     "seed": 0,
     "schedule": "oneshot",
     "search_methods": None,
+    "search_precisions": None,
     "search_log": None,
     "resume": False,
     "search_margin": 0.2,
@@ -139,6 +145,7 @@ def _auto_options(params: dict[str, Any], output: Path) -> AutoOptions:
         log=str(log),
         objective=params["objective"],
         methods=_names(params["search_methods"]),
+        precisions=_names(params["search_precisions"]),
         max_evals=params["max_evals"],
         max_time=params["max_time"],
         seed=params["seed"],
