@@ -83,8 +83,11 @@ class CandidateBuilder:
             )
         return prune_file(source, out, options, self.calibration_options)["pruning"]
 
-    def build(self, method: str, allocation: dict[str, float], source: Path, out: Path) -> dict:
-        """Write the candidate to ``out``; its sections (``pruning`` may be None)."""
+    def build(
+        self, method: str, allocation: dict[str, float], source: Path, out: Path, teacher: Path
+    ) -> dict:
+        """Prune ``source`` into ``out`` (repairing towards ``teacher``, the dense model);
+        its sections (``pruning`` may be None)."""
         base, precision, target = split_method(method)
         stages = out.with_name(f"{out.stem}.stages")
         stages.mkdir(exist_ok=True)
@@ -92,7 +95,7 @@ class CandidateBuilder:
         sections: dict = {"pruning": self._prune(base, target, allocation, source, current)}
         if self.repair is not None and sections["pruning"] is not None:
             repaired = stages / "repaired.onnx"
-            sections["repair"] = run_repair_stage(current, source, repaired, self.repair)
+            sections["repair"] = run_repair_stage(current, teacher, repaired, self.repair)
             current = repaired
         if precision == "int8":
             quantized = stages / "quantized.onnx"

@@ -103,7 +103,7 @@ class Evaluator:
     def build(self, method: str, allocation: dict[str, float], source: Path, out: Path) -> dict:
         """Write the candidate to ``out``; its sections (see ``build.CandidateBuilder``)."""
         builder = CandidateBuilder(self.prune_options, self.calibration_options, self.repair)
-        return builder.build(method, allocation, source, out)
+        return builder.build(method, allocation, source, out, teacher=self.source)
 
     def _objective(self, method: str, pruning: dict | None, verification: dict) -> float:
         """Lower is better: compressed bytes (size); MACs left (macs); MACs left with int8
