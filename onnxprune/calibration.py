@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,7 @@ __all__ = [
     "collect_statistics",
     "detect_mask_input",
     "layer_views",
+    "statistics_in_groups",
 ]
 
 logger = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ class CalibrationOptions:
     gram: bool = False
     threads: int = 0
     progress: bool | None = None  # None: a progress bar only on a terminal
+    square_budget_bytes: int = 1 << 30  # Gram/cross matrices held at once (one pass each)
 
 
 @dataclass
@@ -161,6 +164,99 @@ def _progress(total: int, enabled: bool | None):
     return tqdm(total=total, desc="calibration", unit="batch", file=sys.stderr)
 
 
+def _slots(weights: list[PrunableWeight], views: dict) -> tuple[dict[tuple, int], dict[str, tuple]]:
+    """Distinct layer inputs (key -> in_features) in weight order, and each weight's key."""
+    features_of: dict[tuple, int] = {}
+    key_of = {}
+    for weight in weights:
+        if weight.name in views:
+            key = views[weight.name]
+            features_of.setdefault(key, int(np.prod(weight_matrix_shape(weight)[1:])))
+            key_of[weight.name] = key
+    return features_of, key_of
+
+
+def _key_groups(features_of: dict[tuple, int], options: CalibrationOptions, crossed: bool):
+    """Consecutive layer inputs whose square matrices (Gram, cross products) fit the budget
+    together; one group when no square matrix is accumulated."""
+    if not options.gram and not crossed:
+        return [list(features_of)]
+    per_square = (int(options.gram) + 2 * int(crossed)) * 8
+    groups: list[list[tuple]] = []
+    used = options.square_budget_bytes
+    for key, features in features_of.items():
+        cost = per_square * features * features
+        if used + cost > options.square_budget_bytes and (not groups or groups[-1]):
+            groups.append([])
+            used = 0
+        groups[-1].append(key)
+        used += cost
+    return groups
+
+
+def _accumulate(
+    sessions: tuple, batch: int, dataset: Dataset, stats: dict, mask_name: str | None, bar
+) -> None:
+    """One pass over ``dataset`` adding every captured input of ``stats`` (key -> LayerStats);
+    ``sessions`` is the capture session and the reference's (or None)."""
+    session, reference_session = sessions
+    fetched = sorted({tensor for tensor, _ in stats} - set(dataset.inputs))
+    for start in range(0, dataset.samples, batch):
+        feed = dataset.slice(start, start + batch)
+        outputs, references = dict(feed), dict(feed)
+        if fetched:  # onnxruntime returns every output for an empty list
+            outputs.update(zip(fetched, run_feed(session, fetched, feed, start), strict=True))
+            if reference_session is not None:
+                reference_outputs = run_feed(reference_session, fetched, feed, start)
+                references.update(zip(fetched, reference_outputs, strict=True))
+        keep = feed.get(mask_name) if mask_name else None
+        for (tensor, view), layer in stats.items():
+            reference_rows = (
+                view.rows(references[tensor], keep) if reference_session is not None else None
+            )
+            layer.add(view.rows(outputs[tensor], keep), reference_rows)
+        if bar is not None:
+            bar.update()
+
+
+def statistics_in_groups(
+    model: ir.Model,
+    weights: list[PrunableWeight],
+    dataset: Dataset,
+    options: CalibrationOptions | None = None,
+    reference: ir.Model | None = None,
+) -> Iterator[dict[str, LayerStats]]:
+    """Statistics per weight name, a group of layers at a time (see ``collect_statistics``).
+
+    Gram matrices (and cross products) are held for one group of layers at a time, within
+    ``options.square_budget_bytes``; each group is one more pass over the data through the
+    same capture session, so each layer's statistics are exactly those of a single pass.
+    Weights the engine cannot serve are left out (``layer_views`` says why).
+    """
+    options = options or CalibrationOptions()
+    views, _ = layer_views(model, weights)
+    features_of, key_of = _slots(weights, views)
+    groups = _key_groups(features_of, options, reference is not None)
+    mask_name = detect_mask_input(dataset, options.mask_input)
+    tensors = {tensor for tensor, _ in features_of}
+    with tempfile.TemporaryDirectory(prefix="onnxprune-calibration-") as folder:
+        session = create_session(capture_model(model, tensors, Path(folder)), options.threads)
+        reference_session = None
+        if reference is not None:
+            (Path(folder) / "reference").mkdir()
+            captured = capture_model(reference, tensors, Path(folder) / "reference")
+            reference_session = create_session(captured, options.threads)
+        batch = fixed_batch(session) or options.batch_size
+        bar = _progress(len(range(0, dataset.samples, batch)) * len(groups), options.progress)
+        for group in groups:
+            stats = {key: LayerStats(features_of[key], options.gram) for key in group}
+            _accumulate((session, reference_session), batch, dataset, stats, mask_name, bar)
+            logger.info("calibrated %d layer inputs on %d samples", len(stats), dataset.samples)
+            yield {name: stats[key] for name, key in key_of.items() if key in stats}
+        if bar is not None:
+            bar.close()
+
+
 def collect_statistics(
     model: ir.Model,
     weights: list[PrunableWeight],
@@ -171,53 +267,15 @@ def collect_statistics(
     """Statistics per weight name, and the weights the engine cannot serve with reasons.
 
     With ``reference`` (a model with the same tensor names, such as the unpruned original), the
-    same activations are captured from it too and cross products are accumulated.
+    same activations are captured from it too and cross products are accumulated. Every
+    layer's statistics are returned at once: for many large layers with Gram matrices,
+    ``statistics_in_groups`` holds less.
     """
-    options = options or CalibrationOptions()
-    views, refused = layer_views(model, weights)
-    mask_name = detect_mask_input(dataset, options.mask_input)
-    by_key: dict[tuple, LayerStats] = {}
-    key_of = {}
-    for weight in weights:
-        if weight.name in views:
-            tensor, view = views[weight.name]
-            features = int(np.prod(weight_matrix_shape(weight)[1:]))
-            key = (tensor, view)
-            by_key.setdefault(key, LayerStats(features, options.gram))
-            key_of[weight.name] = key
-    tensors = {tensor for tensor, _ in by_key}
-    fetched = sorted(tensors - set(dataset.inputs))
-    with tempfile.TemporaryDirectory(prefix="onnxprune-calibration-") as folder:
-        session = create_session(capture_model(model, tensors, Path(folder)), options.threads)
-        reference_session = None
-        if reference is not None:
-            (Path(folder) / "reference").mkdir()
-            captured = capture_model(reference, tensors, Path(folder) / "reference")
-            reference_session = create_session(captured, options.threads)
-        batch = fixed_batch(session) or options.batch_size
-        starts = range(0, dataset.samples, batch)
-        bar = _progress(len(starts), options.progress)
-        for start in starts:
-            feed = dataset.slice(start, start + batch)
-            outputs = dict(feed)
-            if fetched:  # onnxruntime returns every output for an empty list
-                outputs.update(zip(fetched, run_feed(session, fetched, feed, start), strict=True))
-            keep = feed.get(mask_name) if mask_name else None
-            references = dict(feed)
-            if reference_session is not None and fetched:
-                reference_outputs = run_feed(reference_session, fetched, feed, start)
-                references.update(zip(fetched, reference_outputs, strict=True))
-            for (tensor, view), stats in by_key.items():
-                reference_rows = (
-                    view.rows(references[tensor], keep) if reference_session is not None else None
-                )
-                stats.add(view.rows(outputs[tensor], keep), reference_rows)
-            if bar is not None:
-                bar.update()
-        if bar is not None:
-            bar.close()
-    logger.info("calibrated %d layer inputs on %d samples", len(by_key), dataset.samples)
-    return {name: by_key[key] for name, key in key_of.items()}, refused
+    _, refused = layer_views(model, weights)
+    stats: dict[str, LayerStats] = {}
+    for group in statistics_in_groups(model, weights, dataset, options, reference):
+        stats.update(group)
+    return stats, refused
 
 
 def weight_matrix_shape(weight: PrunableWeight) -> tuple[int, int]:

@@ -22,12 +22,36 @@ __all__ = [
 ]
 
 
+def _lowest_by_rows(rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """True at the ``counts[r]`` lowest entries of each row ``r``, ties broken by position.
+
+    The same entries a stable ``argsort`` would put first, found in linear time: a partition
+    gives each row's ``count``-th value, everything below it goes, and of the entries equal to
+    it the first ones by position. Scores with NaN (sorted last by ``argsort``) take the sort.
+    """
+    if np.isnan(rows).any():
+        order = np.argsort(rows, axis=1, kind="stable")
+        ranked = np.arange(rows.shape[1])[None, :] < counts[:, None]
+        dropped = np.empty_like(ranked)
+        np.put_along_axis(dropped, order, ranked, axis=1)
+        return dropped
+    dropped = np.zeros(rows.shape, dtype=bool)
+    for count in np.unique(counts[counts > 0]):
+        members = np.flatnonzero(counts == count)
+        part = rows[members]
+        kth = np.partition(part, count - 1, axis=1)[:, count - 1 : count]
+        below = part < kth
+        ties = part == kth
+        need = count - below.sum(axis=1, keepdims=True)
+        dropped[members] = below | (ties & (np.cumsum(ties, axis=1) <= need))
+    return dropped
+
+
 def _drop_lowest(scores: np.ndarray, count: int) -> np.ndarray:
     """Keep-mask over a flat score vector with the ``count`` lowest entries removed."""
-    keep = np.ones(scores.size, dtype=bool)
-    if count > 0:
-        keep[np.argsort(scores, kind="stable")[:count]] = False
-    return keep
+    if count <= 0:
+        return np.ones(scores.size, dtype=bool)
+    return ~_lowest_by_rows(scores.reshape(1, -1), np.array([count]))[0]
 
 
 def layer_mask(scores: np.ndarray, sparsity: float) -> np.ndarray:
@@ -52,12 +76,9 @@ def per_output_mask(scores: np.ndarray, sparsity: float, layout: WeightLayout) -
     total = round(sparsity * rows.size)
     counts = np.full(rows.shape[0], total // rows.shape[0])
     counts[: total % rows.shape[0]] += 1
-    order = np.argsort(rows, axis=1, kind="stable")
-    keep = np.arange(rows.shape[1])[None, :] >= counts[:, None]  # True past each row's count
-    keep_sorted = np.empty_like(keep)
-    np.put_along_axis(keep_sorted, order, keep, axis=1)
+    keep = ~_lowest_by_rows(rows, counts)
     moved_shape = np.moveaxis(scores, layout.out_axis, 0).shape
-    return np.moveaxis(keep_sorted.reshape(moved_shape), 0, layout.out_axis)
+    return np.moveaxis(keep.reshape(moved_shape), 0, layout.out_axis)
 
 
 def n_m_refusal(shape: tuple[int, ...], layout: WeightLayout, m: int) -> str | None:

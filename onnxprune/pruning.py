@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -23,8 +24,8 @@ from onnxprune.allocation import ALLOCATIONS, allocate
 from onnxprune.calibration import (
     CalibrationOptions,
     LayerStats,
-    collect_statistics,
     layer_views,
+    statistics_in_groups,
 )
 from onnxprune.data import Dataset
 from onnxprune.errors import InputError, NothingToPrune, compiled_regex
@@ -33,6 +34,7 @@ from onnxprune.reasons import grouped_reasons
 from onnxprune.scoring import METHODS
 from onnxprune.sparsegpt import sparsegpt_prune
 from onnxprune.stages import sequential_stages
+from onnxprune.streaming import ScratchTensors, release, scratch_for
 from onnxprune.weights import PrunableWeight, SkippedTensor, find_weights
 
 __all__ = [
@@ -262,14 +264,15 @@ def _statistics(
     calibration: Dataset | None,
     calibration_options: CalibrationOptions,
     gram: bool,
-) -> dict[str, LayerStats]:
+) -> Iterator[dict[str, LayerStats | None]]:
+    """Statistics for ``weights``, a group of layers at a time (one group without data)."""
     if not options.needs_calibration:
-        return {}
+        yield dict.fromkeys((w.name for w in weights), None)
+        return
     assert calibration is not None
-    stats, _ = collect_statistics(
+    yield from statistics_in_groups(
         model, weights, calibration, replace(calibration_options, gram=gram)
     )
-    return stats
 
 
 def _pruned_values(
@@ -294,6 +297,63 @@ def _pruned_values(
     else:
         keep = layer_mask(scores, sparsity)
     return np.where(keep, array, np.zeros((), dtype=array.dtype))
+
+
+def _targets(
+    model: ir.Model,
+    selected: list[PrunableWeight],
+    options: PruneOptions,
+    stages: list[list[PrunableWeight]],
+    calibration: Dataset | None,
+    calibration_options: CalibrationOptions,
+) -> dict[str, float]:
+    """Per-layer sparsity; empty for uniform allocation (every layer gets the target).
+
+    Allocations that compare layers need every layer's scores at once: with several stages
+    they come from the unpruned model, else from the same statistics the layers are pruned
+    with (without Gram matrices, which do not change the scores).
+    """
+    if options.allocation == "uniform":
+        return {}
+    method = METHODS[options.method]
+    scores = {}
+    for stats in _statistics(
+        model,
+        stages[0] if len(stages) == 1 else selected,
+        options,
+        calibration,
+        calibration_options,
+        False,
+    ):
+        for name, layer_stats in stats.items():
+            value = model.graph.initializers[name]
+            weight = next(w for w in selected if w.name == name)
+            scores[name] = method.scores(weight, value.const_value.numpy(), layer_stats)
+    return allocate(options.allocation, scores, options.sparsity, options.owl_lambda)
+
+
+def _prune_one(
+    model: ir.Model,
+    weight: PrunableWeight,
+    options: PruneOptions,
+    target: float,
+    stats: LayerStats | None,
+    scratch: ScratchTensors | None,
+) -> tuple[tuple[int, int], ir.TensorProtocol]:
+    """Prune one weight; its zero counts before and after, and its new tensor (written to
+    ``scratch`` when given, so only this weight is ever in memory)."""
+    value = model.graph.initializers[weight.name]
+    array = value.const_value.numpy()
+    before = int(np.count_nonzero(array == 0))
+    scores = METHODS[options.method].scores(weight, array, stats)
+    result = _pruned_values(weight, array, scores, target, options, stats)
+    result = result.astype(array.dtype, copy=False)
+    del array, scores
+    release(value)
+    after = int(np.count_nonzero(result == 0))
+    if scratch is None:
+        return (before, after), ir.Tensor(result, name=weight.name)
+    return (before, after), scratch.store(result, weight.name)
 
 
 def prune_model(
@@ -330,34 +390,25 @@ def prune_model(
             {"mode": "unstructured", **PruneResult(options, [], left_alone, lifted).to_dict()},
         )
     method = METHODS[options.method]
-    initial = {w.name: model.graph.initializers[w.name].const_value.numpy() for w in selected}
-    zeros_before = {name: int(np.count_nonzero(array == 0)) for name, array in initial.items()}
     stages = sequential_stages(model, selected) if options.sequential else [selected]
-    targets: dict[str, float] = {}
-    if len(stages) > 1 and options.allocation != "uniform":
-        stats = _statistics(model, selected, options, calibration, calibration_options, False)
-        scores = {w.name: method.scores(w, initial[w.name], stats.get(w.name)) for w in selected}
-        targets = allocate(options.allocation, scores, options.sparsity, options.owl_lambda)
-    zeros_after = {}
+    targets = _targets(model, selected, options, stages, calibration, calibration_options)
+    targets.update(options.layer_targets)  # per-layer sparsity chosen by onnxprune.search
+    scratch = scratch_for(model)
+    zeros: dict[str, tuple[int, int]] = {}
     for stage in stages:
-        stats = _statistics(
+        pruned: dict[str, ir.TensorProtocol] = {}
+        for stats in _statistics(
             model, stage, options, calibration, calibration_options, method.reconstructs
-        )
-        arrays = {w.name: model.graph.initializers[w.name].const_value.numpy() for w in stage}
-        scores = {w.name: method.scores(w, arrays[w.name], stats.get(w.name)) for w in stage}
-        if len(stages) == 1 or options.allocation == "uniform":
-            targets.update(
-                allocate(options.allocation, scores, options.sparsity, options.owl_lambda)
-            )
-        targets.update((n, s) for n, s in options.layer_targets if n in targets)
-        pruned = {
-            w.name: _pruned_values(
-                w, arrays[w.name], scores[w.name], targets[w.name], options, stats.get(w.name)
-            )
-            for w in stage
-        }
-        PruneWeightsPass(pruned)(model)
-        zeros_after.update({n: int(np.count_nonzero(a == 0)) for n, a in pruned.items()})
+        ):
+            by_name = {w.name: w for w in stage}
+            for name, layer_stats in stats.items():
+                weight = by_name[name]
+                target = targets.get(name, options.sparsity)
+                zeros[name], pruned[name] = _prune_one(
+                    model, weight, options, target, layer_stats, scratch
+                )
+        for name, tensor in pruned.items():  # the stage's statistics came from its input
+            model.graph.initializers[name].const_value = tensor
     layers = [
         LayerResult(
             name=w.name,
@@ -365,9 +416,9 @@ def prune_model(
             nodes=w.nodes,
             shape=w.shape,
             size=w.size,
-            target=targets[w.name],
-            zeros_before=zeros_before[w.name],
-            zeros_after=zeros_after[w.name],
+            target=targets.get(w.name, options.sparsity),
+            zeros_before=zeros[w.name][0],
+            zeros_after=zeros[w.name][1],
         )
         for w in selected
     ]

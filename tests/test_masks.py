@@ -65,3 +65,30 @@ def test_per_output_mask_prunes_each_output_equally() -> None:
     scores = RNG.random((12, 5))  # MatMul B: [in, out]
     keep = per_output_mask(scores, 0.5, WeightLayout(out_axis=1, in_axis=0))
     assert (np.count_nonzero(~keep, axis=0) == 6).all()
+
+
+def _sorted_reference(rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The selection by stable argsort that the linear-time masks must reproduce exactly."""
+    order = np.argsort(rows, axis=1, kind="stable")
+    dropped = np.zeros(rows.shape, dtype=bool)
+    for row, count in enumerate(counts):
+        dropped[row, order[row, :count]] = True
+    return dropped
+
+
+@pytest.mark.parametrize("values", ["distinct", "ties", "signed_zeros", "nan"])
+@pytest.mark.parametrize("sparsity", [0.0, 0.37, 0.5, 0.99])
+def test_masks_match_a_stable_sort(values: str, sparsity: float) -> None:
+    scores = {
+        "distinct": RNG.random((9, 40)),
+        "ties": RNG.integers(0, 4, (9, 40)).astype(np.float32),
+        "signed_zeros": np.where(RNG.random((9, 40)) < 0.5, -0.0, 0.0),
+        "nan": np.where(RNG.random((9, 40)) < 0.1, np.nan, RNG.random((9, 40))),
+    }[values]
+    removed = round(sparsity * scores.size)
+    flat = _sorted_reference(scores.reshape(1, -1), np.array([removed])).reshape(scores.shape)
+    assert np.array_equal(~layer_mask(scores, sparsity), flat)
+    counts = np.full(9, removed // 9)
+    counts[: removed % 9] += 1
+    expected = _sorted_reference(scores, counts)
+    assert np.array_equal(~per_output_mask(scores, sparsity, WeightLayout(0, 1)), expected)

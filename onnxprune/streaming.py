@@ -1,0 +1,96 @@
+"""Stream weights one tensor at a time, so a model with external data is never all in memory.
+
+onnx-ir keeps the tensors of a model with external data as memory-mapped ``ExternalTensor``s:
+nothing is read until a tensor's values are asked for. ``ScratchTensors`` keeps it that way
+for results: a new value is appended to a scratch file beside the process's temporary files
+and the initializer is pointed at it as another lazy ``ExternalTensor``; ``release`` unmaps a
+tensor once its values have been used. Saving then copies tensor by tensor from file to file
+(onnx-ir uses ``copy_file_range``), so pruning holds one weight, its scores and its result at
+a time instead of every weight and every result.
+
+Guarantees: the stored bytes are exactly the array's (same dtype and shape, little-endian), so
+a model saved from scratch tensors is byte-identical to one saved from in-memory tensors; the
+scratch folder lives as long as the model that refers to it and is removed with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx_ir as ir
+
+__all__ = ["ScratchTensors", "release", "scratch_for", "set_initializer"]
+
+logger = logging.getLogger(__name__)
+
+_META_KEY = "onnxprune.scratch"
+_ALIGN = 64
+
+
+class ScratchTensors:
+    """One append-only scratch file of tensors; each stored tensor comes back lazy."""
+
+    def __init__(self) -> None:
+        self._folder = tempfile.TemporaryDirectory(prefix="onnxprune-scratch-")
+        self.base_dir = Path(self._folder.name)
+        self.location = "scratch.data"
+        self._size = 0
+
+    def store(self, array: np.ndarray, name: str) -> ir.ExternalTensor:
+        """Append ``array`` to the scratch file; an ``ExternalTensor`` reading it back."""
+        array = np.ascontiguousarray(array)
+        dtype = ir.DataType.from_numpy(array.dtype)
+        offset = self._size + (-self._size % _ALIGN)
+        with open(self.base_dir / self.location, "ab") as handle:
+            handle.write(b"\0" * (offset - self._size))
+            handle.write(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
+            self._size = handle.tell()
+        return ir.ExternalTensor(
+            self.location,
+            offset,
+            array.nbytes,
+            dtype,
+            shape=ir.Shape(array.shape),
+            name=name,
+            base_dir=self.base_dir,
+        )
+
+
+def scratch_for(model: ir.Model) -> ScratchTensors | None:
+    """The model's scratch file when its weights live in external data (created on first use),
+    or None for a model held in memory (its results stay in memory, as before)."""
+    if _META_KEY in model.meta:
+        return model.meta[_META_KEY]
+    initializers = model.graph.initializers.values()
+    if not any(isinstance(v.const_value, ir.ExternalTensor) for v in initializers):
+        return None
+    scratch = ScratchTensors()
+    model.meta[_META_KEY] = scratch  # the folder goes when the model goes
+    logger.debug("streaming results through %s", scratch.base_dir)
+    return scratch
+
+
+def release(value: ir.Value) -> None:
+    """Unmap the data of an initializer read from external data (a no-op for others)."""
+    if isinstance(value.const_value, ir.ExternalTensor):
+        try:
+            value.const_value.release()
+        except BufferError:  # an array still views the map; it is unmapped when that goes
+            logger.debug("%s: still in use, unmapped later", value.name)
+
+
+def set_initializer(
+    value: ir.Value, array: np.ndarray, scratch: ScratchTensors | None
+) -> ir.TensorProtocol:
+    """Give ``value`` the data ``array`` (cast to its dtype): through ``scratch`` when given,
+    else in memory. The previous data is released. Returns the new tensor."""
+    name = value.name
+    old = value.const_value
+    array = array.astype(old.dtype.numpy(), copy=False)
+    release(value)
+    tensor = ir.Tensor(array, name=name) if scratch is None else scratch.store(array, name)
+    value.const_value = tensor
+    return tensor
