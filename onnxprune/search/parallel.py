@@ -8,6 +8,7 @@ seeds give the same table locally and on Ray.
 from __future__ import annotations
 
 import functools
+import logging
 import multiprocessing
 from collections.abc import Sequence
 
@@ -45,6 +46,11 @@ def _on_ray(jobs: Sequence, objective: str, address: str) -> list[dict]:
             ray.shutdown()
 
 
+def _quiet_worker() -> None:
+    """Worker processes report through their rows; their libraries' INFO logs stay quiet."""
+    logging.disable(logging.INFO)
+
+
 def run_jobs(jobs: Sequence, objective: str, workers: int, ray: str | None) -> list[dict]:
     """Every job's row: on Ray when ``ray`` is set, else in ``workers`` processes."""
     from onnxprune.search.sweep import run_job, start_method
@@ -54,5 +60,7 @@ def run_jobs(jobs: Sequence, objective: str, workers: int, ray: str | None) -> l
     work = functools.partial(run_job, objective=objective)
     if workers <= 1 or len(jobs) <= 1:
         return [work(job) for job in jobs]
-    with multiprocessing.get_context(start_method()).Pool(min(workers, len(jobs))) as pool:
+    with multiprocessing.get_context(start_method()).Pool(
+        min(workers, len(jobs)), initializer=_quiet_worker
+    ) as pool:
         return pool.map(work, jobs)
