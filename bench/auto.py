@@ -1,0 +1,260 @@
+"""Benchmark: ``compress --auto`` against fixed configurations (issue #10's targets).
+
+``tabular``: the Adult and COMPAS MLPs (fixtures/), ``--auto --max-accuracy-drop 0.01
+--max-group-drop 0.02 --min-group-size 30 --objective size``, for seeds 0-4, with and without
+``--repair``. For each run: whether the gates hold on the confirmation half, the share of
+prunable weights removed, candidates evaluated, wall time, the selection-vs-confirmation gap;
+and the fixed configuration of the same overall sparsity (same method and repair, uniform
+allocation) verified on the same confirmation half: is the search's worst-group drop lower or
+equal?
+
+``minilm``: all-MiniLM-L6-v2 (bench/minilm_export.py; WORK = bench/work), held-out sentences
+as --data, ``--auto --min-cosine 0.95 --objective latency`` against the fixed single-method
+configurations (int8 alone, structured FFN at 25/50%), each verified on the same confirmation
+half; the fastest fixed configuration holding cosine >= 0.95 is timed against the search's
+model, interleaved in one process. Run it once, last: it takes up to 20 minutes on 2 cores.
+
+    python bench/auto.py tabular [--seeds 0 1 2 3 4] [--no-repair]
+    python bench/auto.py minilm
+Writes ``bench/results/auto_tabular.json`` / ``auto_minilm.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from common import latency_ratio, run_cli, write_results  # noqa: E402
+
+from onnxprune.data import input_specs, load_dataset  # noqa: E402
+from onnxprune.model_io import load_model  # noqa: E402
+from onnxprune.search.split import split_indices  # noqa: E402
+
+FIXTURES = HERE.parent / "fixtures"
+WORK = HERE / "work" / "auto"
+GATES = ["--max-accuracy-drop", "0.01", "--max-group-drop", "0.02", "--min-group-size", "30"]
+REPAIR = ["--repair", "--repair-lr", "1e-3"]
+COMMON = ["--threads", "1", "--latency-runs", "20"]
+
+
+def confirmation_half(model: Path, data: Path, seed: int, out: Path) -> Path:
+    """The confirmation half of ``data`` for ``seed``, as the search splits it, as a file."""
+    dataset = load_dataset(data, input_specs(load_model(model)))
+    _, confirmation = split_indices(dataset, seed)
+    arrays = {name: array[confirmation] for name, array in dataset.inputs.items()}
+    if dataset.labels is not None:
+        arrays["label"] = dataset.labels[confirmation]
+    arrays.update({f"group.{k}": v[confirmation] for k, v in dataset.groups.items()})
+    np.savez(out, **arrays)
+    return out
+
+
+def _quality(report: dict) -> dict:
+    quality = report["verification"]["quality"]
+    worst = [g.get("worst_group_drop") for g in quality["groups"].values()]
+    worst = [w for w in worst if w is not None]
+    return {
+        "passed": report["passed"],
+        "accuracy_drop": quality.get("accuracy_drop"),
+        "cosine_mean": quality.get("cosine_mean"),
+        "worst_group_drop": max(worst) if worst else None,
+        "latency_p50_ms": report["verification"]
+        .get("latency", {})
+        .get("candidate", {})
+        .get("p50_ms"),
+        "speedup": report["verification"].get("latency", {}).get("speedup"),
+    }
+
+
+def tabular_run(name: str, seed: int, repair: bool) -> dict:
+    model, data = FIXTURES / f"{name}.onnx", FIXTURES / f"{name}-eval.npz"
+    calibration = FIXTURES / f"{name}-calibration.npz"
+    tag = f"{name}-s{seed}{'-repair' if repair else ''}"
+    extra = REPAIR if repair else []
+    auto = run_cli(
+        [
+            "compress",
+            str(model),
+            "--auto",
+            "--data",
+            str(data),
+            "--calibration",
+            str(calibration),
+            *GATES,
+            "--objective",
+            "size",
+            "--seed",
+            str(seed),
+            *extra,
+            *COMMON,
+            "-o",
+            str(WORK / f"{tag}.onnx"),
+        ]
+    )
+    search = auto["report"]["search"]
+    result = {
+        "dataset": name,
+        "seed": seed,
+        "repair": repair,
+        "seconds": auto["seconds"],
+        "verdict": search["verdict"],
+        "evaluated": search["candidates_evaluated"],
+    }
+    if "chosen" not in search:
+        return result
+    chosen = search["chosen"]
+    half = confirmation_half(model, data, seed, WORK / f"{tag}-confirmation.npz")
+    method = chosen["method"]
+    fixed = run_cli(
+        [
+            "compress",
+            str(model),
+            "--method",
+            method,
+            "--target-sparsity",
+            f"{chosen['sparsity']:.6f}",
+            "--calibration",
+            str(calibration),
+            "--data",
+            str(half),
+            *GATES,
+            *extra,
+            *COMMON,
+            "-o",
+            str(WORK / f"{tag}-fixed.onnx"),
+        ]
+    )
+    ours, theirs = _quality(auto["report"]), _quality(fixed["report"])
+    result.update(
+        method=method,
+        sparsity=chosen["sparsity"],
+        auto=ours,
+        fixed=theirs,
+        gap=search["gap"],
+        worst_group_lower_or_equal=ours["worst_group_drop"] <= theirs["worst_group_drop"] + 1e-9,
+    )
+    return result
+
+
+def tabular(seeds: list[int], repairs: list[bool]) -> None:
+    runs = []
+    for name in ("adult_mlp", "compas_mlp"):
+        for repair in repairs:
+            for seed in seeds:
+                run = tabular_run(name, seed, repair)
+                runs.append(run)
+                auto = run.get("auto", {})
+                print(
+                    f"{name} seed {seed} repair {repair}: {run['verdict']}; "
+                    f"sparsity {run.get('sparsity', 0):.3f} ({run.get('method')}), "
+                    f"{run['evaluated']} candidates, {run['seconds']:.0f} s; worst group "
+                    f"{auto.get('worst_group_drop')} vs fixed "
+                    f"{run.get('fixed', {}).get('worst_group_drop')}",
+                    flush=True,
+                )
+    print(f"wrote {write_results('auto_tabular', {'runs': runs})}")
+
+
+def minilm() -> None:
+    work = HERE / "work"
+    model, data, calibration = (
+        work / "minilm_torchscript.onnx",
+        work / "heldout.npz",
+        work / "calibration.npz",
+    )
+    half = confirmation_half(model, data, 0, WORK / "minilm-confirmation.npz")
+    common = ["--threads", "1", "--latency-runs", "50", "--min-cosine", "0.95"]
+    fixed_configs = {
+        "int8": ["quantize", str(model), "--mode", "dynamic"],
+        "structured ffn 25%": [
+            "compress",
+            str(model),
+            "--structured",
+            "--target",
+            "ffn",
+            "--target-sparsity",
+            "0.25",
+            "--reconstruct",
+        ],
+        "structured ffn 50%": [
+            "compress",
+            str(model),
+            "--structured",
+            "--target",
+            "ffn",
+            "--target-sparsity",
+            "0.5",
+            "--reconstruct",
+        ],
+    }
+    fixed = {}
+    for label, args in fixed_configs.items():
+        out = WORK / f"minilm-fixed-{label.replace(' ', '-').replace('%', '')}.onnx"
+        run = run_cli(
+            [*args, "--calibration", str(calibration), "--data", str(half), *common, "-o", str(out)]
+        )
+        fixed[label] = {**_quality(run["report"]), "seconds": run["seconds"], "model": str(out)}
+        print(label, fixed[label], flush=True)
+    auto_out = WORK / "minilm-auto.onnx"
+    auto = run_cli(
+        [
+            "compress",
+            str(model),
+            "--auto",
+            "--objective",
+            "latency",
+            "--data",
+            str(data),
+            "--calibration",
+            str(calibration),
+            "--max-time",
+            "960",
+            *common,
+            "-o",
+            str(auto_out),
+        ]
+    )
+    search = auto["report"]["search"]
+    result = {
+        "auto": {
+            **_quality(auto["report"]),
+            "seconds": auto["seconds"],
+            "chosen": search.get("chosen"),
+            "evaluated": search["candidates_evaluated"],
+            "stopped": search["stopped"],
+            "gap": search.get("gap"),
+        },
+        "fixed": fixed,
+    }
+    holding = {k: v for k, v in fixed.items() if v["passed"]}
+    if holding and "chosen" in search:
+        best = min(holding, key=lambda k: holding[k]["latency_p50_ms"])
+        feed = {k: v[:1] for k, v in np.load(half).items() if not k.startswith(("label", "group"))}
+        result["best_fixed"] = best
+        result["auto_vs_best_fixed"] = latency_ratio(Path(holding[best]["model"]), auto_out, feed)
+    print(result, flush=True)
+    print(f"wrote {write_results('auto_minilm', result)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("which", choices=("tabular", "minilm"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--no-repair", action="store_true", help="tabular: only without repair")
+    args = parser.parse_args()
+    WORK.mkdir(parents=True, exist_ok=True)
+    if args.which == "tabular":
+        tabular(args.seeds, [False] if args.no_repair else [False, True])
+    else:
+        minilm()
+
+
+if __name__ == "__main__":
+    main()
