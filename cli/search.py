@@ -101,6 +101,14 @@ auto_options = _stack(
         help="--auto: on the selection half, drop limits are tightened by this fraction "
         "(minimum agreement/cosine moved as far towards 1), against the winner's curse.",
     ),
+    click.option(
+        "--search-tolerance",
+        type=float,
+        default=0.02,
+        show_default=True,
+        help="--auto: candidates whose objective is within this fraction of the best are "
+        "chosen between by worst-group drop, then accuracy drop (selection half).",
+    ),
     click.option("--resume", is_flag=True, help="--auto: reuse the candidates of --search-log."),
 )
 
@@ -132,6 +140,7 @@ _AUTO_ONLY = {
     "search_log": None,
     "resume": False,
     "search_margin": 0.2,
+    "search_tolerance": 0.02,
 }
 
 
@@ -152,6 +161,7 @@ def _auto_options(params: dict[str, Any], output: Path) -> AutoOptions:
         schedule=params["schedule"],
         resume=params["resume"],
         margin=params["search_margin"],
+        tolerance=params["search_tolerance"],
     )
 
 

@@ -245,3 +245,24 @@ def test_unknown_search_method_is_refused(tmp_path):
     )
     assert result.exit_code == 2
     assert "unknown search method 'structured:fins'" in result.output
+
+
+def test_the_fairest_near_best_candidate_is_chosen():
+    from types import SimpleNamespace
+
+    from onnxprune.search.bisect import Outcome
+    from onnxprune.search.choose import choose_fairest
+
+    def outcome(key, passed, objective, worst):
+        record = {"selection": {"worst_group_drop": worst, "accuracy_drop": 0.0}}
+        return Outcome(key, passed, objective, {}, record)
+
+    seen = [
+        outcome("best", True, 100.0, 0.02),
+        outcome("fair", True, 101.5, 0.005),
+        outcome("far", True, 110.0, 0.0),
+        outcome("failed", False, 100.5, 0.0),
+    ]
+    evaluator = SimpleNamespace(best=seen[0], seen={o.key: o for o in seen})
+    assert choose_fairest(evaluator, 0.02).key == "fair"
+    assert choose_fairest(evaluator, 0.0).key == "best"

@@ -44,6 +44,7 @@ from onnxprune.search.allocate import allocate_levels
 from onnxprune.search.bisect import Budget, BudgetSpent, revert_most_sensitive, verified_bisection
 from onnxprune.search.build import STRUCTURED, split_method
 from onnxprune.search.candidates import Evaluator, tightened
+from onnxprune.search.choose import choose_fairest, variants
 from onnxprune.search.log import SearchLog
 from onnxprune.search.options import GRADUAL_STEPS, AutoOptions
 from onnxprune.search.report import search_report
@@ -267,6 +268,9 @@ def auto_compress(
         curves, trace = _run_search(
             evaluator, options, methods, cleaned, curve_data, verify_options
         )
+        if options.schedule == "oneshot":
+            trace += variants(evaluator, methods, curves)
+            evaluator.best = choose_fairest(evaluator, options.tolerance)
         return search_report(
             model,
             output,

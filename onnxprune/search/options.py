@@ -26,7 +26,8 @@ class AutoOptions:
     ``methods`` empty means every method the data allows (magnitude; with calibration data
     also wanda and sparsegpt). ``steps`` bisection steps and ``reverts`` greedy reverts per
     method; ``curve_samples`` calibration samples for the sensitivity curves; ``margin``
-    tightens the gates on the selection half (``candidates.tightened``).
+    tightens the gates on the selection half (``candidates.tightened``); candidates within
+    ``tolerance`` of the best objective compete on fairness (``choose.choose_fairest``).
     """
 
     log: str
@@ -42,6 +43,7 @@ class AutoOptions:
     resume: bool = False
     curve_samples: int = 128
     margin: float = 0.2
+    tolerance: float = 0.02
     precisions: tuple[str, ...] = ()
 
     def validate(self, has_calibration: bool) -> None:
@@ -69,6 +71,8 @@ class AutoOptions:
             raise InputError(f"--max-time must be positive, got {self.max_time}")
         if not 0.0 <= self.margin < 1.0:
             raise InputError(f"--search-margin must be in [0, 1), got {self.margin}")
+        if not 0.0 <= self.tolerance < 1.0:
+            raise InputError(f"--search-tolerance must be in [0, 1), got {self.tolerance}")
         if self.steps < 0 or self.reverts < 0 or self.curve_samples < 1:
             raise InputError("bisection steps and reverts must be >= 0, curve samples >= 1")
 

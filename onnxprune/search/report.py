@@ -48,6 +48,7 @@ def _section(
         "levels": list(options.levels),
         "seed": options.seed,
         "margin": options.margin,
+        "tolerance": options.tolerance,
         "selection_gates": asdict(evaluator.gates),
         "split": {
             "selection": evaluator.selection.samples,
