@@ -139,7 +139,7 @@ def repair_weights(setup: Setup) -> tuple[dict[str, np.ndarray], dict]:
     rng = np.random.default_rng(options.seed)
     model_forward = _model_forward(setup)
     before = {
-        "calibration": evaluate(model_forward, setup.train, setup.objective),
+        "calibration": evaluate(model_forward, setup.calibration, setup.objective),
         "held_out": evaluate(model_forward, setup.test, setup.objective),
     }
     blocks = _blockwise(setup, end, rng) if options.epochs > 0 else []
@@ -149,7 +149,7 @@ def repair_weights(setup: Setup) -> tuple[dict[str, np.ndarray], dict]:
         settings = _settings(setup, "distillation", options.distill_epochs, 1.0, end)
         distillation = fit(params, masks, model_forward, setup, settings, rng)
     after = {
-        "calibration": evaluate(model_forward, setup.train, setup.objective),
+        "calibration": evaluate(model_forward, setup.calibration, setup.objective),
         "held_out": evaluate(model_forward, setup.test, setup.objective),
     }
     values = {name: p.detach().numpy().copy() for name, p in setup.params.items()}

@@ -11,6 +11,9 @@ shape arithmetic as it is written, and refuses any other op by name before train
 ``GraphProgram`` holds the main graph's nodes in topological order and its initializers as
 tensors. ``run`` executes a range of nodes on an environment (tensor name -> value); trainable
 weights are passed in ``params`` and override the stored initializers, so gradients reach them.
+Nodes computed from ``Constant`` nodes alone (the exporters' shape constants, about a third of
+MiniLM's nodes) are run once when the program is built and skipped afterwards; they never depend
+on an initializer, so no trainable weight is folded away.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ __all__ = ["GraphProgram", "unsupported_ops"]
 logger = logging.getLogger(__name__)
 
 _DOMAINS = ("", "ai.onnx")
+_RANDOM = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike"})
 
 
 def unsupported_ops(model: ir.Model) -> list[str]:
@@ -63,11 +67,34 @@ class GraphProgram:
         }
         self.inputs = [v.name for v in model.graph.inputs if v.name not in self.constants]
         self.outputs = [v.name for v in model.graph.outputs]
+        self.folded = self._fold()
         self.position = {node.name: index for index, node in enumerate(self.nodes)}
         self.producer = {
             value.name: index for index, node in enumerate(self.nodes) for value in node.outputs
         }
         self.last_use = self._last_uses()
+
+    def _fold(self) -> set[int]:
+        """Run the nodes whose inputs all come from ``Constant`` nodes (or ``Constant`` nodes
+        themselves) once, store their outputs as constants, and return their positions."""
+        import torch
+
+        folded, known = set(), set()
+        with torch.no_grad():
+            for index, node in enumerate(self.nodes):
+                names = [v.name for v in node.inputs if v is not None and v.name]
+                outputs = {v.name for v in node.outputs}
+                if node.op_type in _RANDOM or outputs & set(self.outputs):
+                    continue
+                if not all(name in known for name in names):
+                    continue
+                values = self.run(self.constants, index, index + 1)
+                if len(values) != len(node.outputs):
+                    continue
+                self.constants.update(values)
+                known.update(values)
+                folded.add(index)
+        return folded
 
     def _last_uses(self) -> dict[str, int]:
         last: dict[str, int] = {}
@@ -97,7 +124,11 @@ class GraphProgram:
                     return source[name]
             raise InputError(f"repair: tensor '{name}' is not computed by the interpreter")
 
-        for node in self.nodes[start:stop]:
+        folded = getattr(self, "folded", ())
+        for index in range(start, stop):
+            if index in folded:
+                continue
+            node = self.nodes[index]
             inputs = [None if v is None or not v.name else value(v.name) for v in node.inputs]
             result = self.rules[node.op_type](node, inputs, self.opset)
             results = result if isinstance(result, tuple) else (result,)

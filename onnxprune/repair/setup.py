@@ -55,10 +55,16 @@ class Setup:
     scales: dict[str, float]
     tasks: dict[str, str | None]
     probabilities: dict[str, bool]
+    originals: int = 0  # the leading training chunks of real samples (then augmented copies)
 
     @property
     def chunks(self) -> list[Chunk]:
         return self.train + self.validation + self.test
+
+    @property
+    def calibration(self) -> list[Chunk]:
+        """The training chunks of real (not augmented) samples: the calibration loss's."""
+        return self.train[: self.originals] or self.train
 
 
 def _objective(options: RepairOptions, data: Dataset) -> Objective:
@@ -83,14 +89,21 @@ def _chunks(
     train, validation, test = split_samples(data.samples, options.held_out, options.seed)
     if options.augment and any(data.axis(name) != 0 for name in data.inputs):
         raise InputError("--augment needs every input's samples on axis 0")
+    original = len(train)
     bounds = index_bounds(student)
     data, train = augment(
         data, train, options.augment, options.augment_rate, bounds, mask, options.seed
     )
-    parts = [
-        make_chunks(data, p, options.batch_size, mask, True) for p in (train, validation, test)
-    ]
-    return data, *parts
+    parts = [make_chunks(data, p, options.batch_size, mask, True) for p in (validation, test)]
+    return data, _train_chunks(data, train, original, options.batch_size, mask), *parts
+
+
+def _train_chunks(data: Dataset, train: np.ndarray, original: int, batch: int, mask) -> list:
+    """Chunks of the ``original`` real training samples first, then of the augmented copies
+    (so the calibration loss can be measured on real samples alone)."""
+    return make_chunks(data, train[:original], batch, mask, True) + make_chunks(
+        data, train[original:], batch, mask, True
+    )
 
 
 def _separate(options: RepairOptions, data: Dataset, student: ir.Model, mask: str | None):
@@ -116,10 +129,8 @@ def _separate(options: RepairOptions, data: Dataset, student: ir.Model, mask: st
     merged, train = augment(
         merged, train, options.augment, options.augment_rate, bounds, mask, options.seed
     )
-    parts = [
-        make_chunks(merged, p, options.batch_size, mask, True) for p in (train, validation, test)
-    ]
-    return merged, *parts
+    parts = [make_chunks(merged, p, options.batch_size, mask, True) for p in (validation, test)]
+    return merged, _train_chunks(merged, train, data.samples, options.batch_size, mask), *parts
 
 
 def _is_probability(tensor: torch.Tensor) -> bool:
@@ -149,6 +160,7 @@ def prepare(
     check_pair(student, teacher)
     trainable = find_trainable(student, options.train_zeros)
     program = GraphProgram(student)
+    real = data.samples
     data, train, validation, test = _chunks(options, data, student)
     objective = _objective(options, data)
     check_interpreter(program, student_path, train[0])
@@ -181,4 +193,5 @@ def prepare(
         scales=mean_squares(names, train),
         tasks=tasks,
         probabilities={n: _is_probability(first[n]) for n in outputs},
+        originals=sum(1 for chunk in train if chunk.indices.max() < real),
     )

@@ -75,16 +75,17 @@ def _bar(settings: FitSettings, total: int):
     return tqdm(total=total, desc=settings.label[:30], unit="step", file=sys.stderr, leave=False)
 
 
-def _step(params, masks, optimizer, scheduler, loss: torch.Tensor) -> None:
+def _step(params, pruned, optimizer, scheduler, loss: torch.Tensor) -> None:
+    """One Adam step; ``pruned`` (name -> where the zeros are) keeps the zeros zero."""
     optimizer.zero_grad(set_to_none=False)
     loss.backward()
-    for name, mask in masks.items():
-        params[name].grad.mul_(mask)
+    for name, zeros in pruned.items():
+        params[name].grad.masked_fill_(zeros, 0.0)
     optimizer.step()
     scheduler.step()
     with torch.no_grad():
-        for name, mask in masks.items():
-            params[name].copy_(torch.where(mask, params[name], torch.zeros_like(params[name])))
+        for name, zeros in pruned.items():
+            params[name].masked_fill_(zeros, 0.0)
 
 
 def _restore(params: dict[str, torch.nn.Parameter], saved: dict[str, torch.Tensor]) -> None:
@@ -99,7 +100,8 @@ def _epochs(params, masks, forward, setup, settings, rng, bar) -> dict:
     objective, train = setup.objective, setup.train
     best = {"loss": evaluate(forward, setup.validation, objective), "epoch": 0}
     best["weights"] = {name: p.detach().clone() for name, p in params.items()}
-    optimizer = torch.optim.Adam(params.values(), lr=settings.lr)
+    optimizer = torch.optim.Adam(params.values(), lr=settings.lr, foreach=True)
+    pruned = {name: ~mask for name, mask in masks.items()}
     steps = max(1, settings.epochs * len(train))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / steps))
@@ -108,7 +110,7 @@ def _epochs(params, masks, forward, setup, settings, rng, bar) -> dict:
     while epoch < settings.epochs and stopped == "epochs":
         for index in rng.permutation(len(train)):
             chunk = train[index]
-            _step(params, masks, optimizer, scheduler, objective(forward(chunk), chunk.indices))
+            _step(params, pruned, optimizer, scheduler, objective(forward(chunk), chunk.indices))
             if bar is not None:
                 bar.update()
             if time.monotonic() > settings.deadline:
@@ -150,7 +152,7 @@ def fit(params, masks, forward: Forward, setup, settings: FitSettings, rng) -> d
     initial = {name: p.detach().clone() for name, p in params.items()}
     before = _losses(forward, setup.test)[0] if setup.test else torch.zeros(0)
     row = {
-        "calibration_loss_before": evaluate(forward, setup.train, objective),
+        "calibration_loss_before": evaluate(forward, setup.calibration, objective),
         "validation_loss_before": evaluate(forward, setup.validation, objective),
         "held_out_loss_before": evaluate(forward, setup.test, objective),
     }
@@ -161,7 +163,7 @@ def fit(params, masks, forward: Forward, setup, settings: FitSettings, rng) -> d
     _restore(params, best["weights"])
     kept = _verdict(params, forward, setup, best, initial, before)
     row.update(
-        calibration_loss_after=evaluate(forward, setup.train, objective),
+        calibration_loss_after=evaluate(forward, setup.calibration, objective),
         validation_loss_after=evaluate(forward, setup.validation, objective),
         held_out_loss_after=evaluate(forward, setup.test, objective),
         epochs=best["epochs"],
