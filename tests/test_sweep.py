@@ -116,3 +116,38 @@ def test_ray_without_the_extra_is_one_line_with_the_install_command(monkeypatch)
 def test_sweep_refuses_more_than_two_workers(tmp_path):
     result, _ = _sweep(tmp_path, "--workers", "3")
     assert result.exit_code == 2
+
+
+def test_structured_sweep_ranks_by_macs(tmp_path):
+    result, prefix = _sweep(tmp_path, "--structured", "--objective", "macs")
+    assert result.exit_code == 2 and "unknown importance 'magnitude'" in result.output
+    prefix = tmp_path / "structured"
+    result = CliRunner().invoke(
+        main,
+        [
+            str(a)
+            for a in (
+                "sweep",
+                ADULT,
+                "--data",
+                DATA,
+                "--calibration",
+                CALIBRATION,
+                "-o",
+                prefix,
+                "--structured",
+                "--methods",
+                "l2",
+                "--sparsities",
+                "0.25,0.5",
+                "--objective",
+                "macs",
+                "--min-agreement",
+                "0.5",
+                *QUICK,
+            )
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads(prefix.with_suffix(".json").read_text())["rows"]
+    assert rows[0]["objective"] > rows[1]["objective"]  # fewer MACs at 50%

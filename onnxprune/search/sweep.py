@@ -100,9 +100,7 @@ def run_job(job: Job, objective: str) -> dict:
         "index": job.index,
         "method": options.get("method") or options.get("importance"),
         "sparsity": options.get("target_sparsity", options.get("sparsity")),
-        "achieved_sparsity": report["pruning"]["totals"]["sparsity_after"]
-        if "totals" in report["pruning"]
-        else None,
+        "achieved_sparsity": report["pruning"]["totals"].get("sparsity_after"),
         "quantize": job.quantize.mode if job.quantize else None,
         "objective": _objective(report, objective),
         "bytes": report["verification"]["size"]["candidate"]["bytes"],
