@@ -53,6 +53,7 @@ from onnxprune.repair.adapt import AdaptOptions
 from onnxprune.repair.adapt import adapt as adapt_model
 from onnxprune.repair.render import render_adapt, render_repair
 from onnxprune.report import build_report, render_report, to_json, write_json
+from onnxprune.resources import process_resources
 
 __all__ = ["main"]
 
@@ -86,8 +87,8 @@ def _emit(
     html: Path | None = None,
 ) -> None:
     """Write the report (and its HTML page) beside the staged outputs, move them all into
-    place, then print."""
-    report = unstaged(report)
+    place, then print. The report says what the command cost (peak memory, wall time)."""
+    report = {**unstaged(report), "resources": process_resources()}
     if report_path is not None:
         write_json(out(report_path), report)
     if html is not None:
@@ -162,6 +163,7 @@ def _finish(report: dict) -> None:
 def inspect(model: Path, as_json: bool, dims: tuple[str, ...], debug: bool, **params: Any) -> None:
     """Show a model's signature, ops, MACs, parameters and which weights are prunable."""
     summary = onnxprune.inspect_model(model, _parse_dims(dims), input_shapes_from(params))
+    summary["resources"] = process_resources()
     click.echo(json.dumps(summary, indent=2) if as_json else render_inspection(summary))
 
 

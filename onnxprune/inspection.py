@@ -15,6 +15,7 @@ import onnx_ir as ir
 from onnxprune.macs import count_macs
 from onnxprune.model_io import load_model, uses_external_data
 from onnxprune.normalize import InputShapes, NormalizeModelPass
+from onnxprune.streaming import release
 from onnxprune.weights import find_weights
 
 __all__ = ["inspect_model", "render_inspection"]
@@ -49,15 +50,19 @@ def _initializer_rows(model: ir.Model) -> list[dict]:
     rows = []
     for name, value in model.graph.initializers.items():
         array = value.const_value.numpy() if value.const_value is not None else np.zeros(0)
+        zeros = int(np.count_nonzero(array == 0))
+        shape, size, nbytes = [int(d) for d in array.shape], int(array.size), int(array.nbytes)
+        del array
+        release(value)  # one tensor of external data mapped at a time
         is_prunable, op_type, reason = verdicts[name]
         rows.append(
             {
                 "name": name,
                 "dtype": _dtype_name(value.dtype),
-                "shape": [int(d) for d in array.shape],
-                "elements": int(array.size),
-                "bytes": int(array.nbytes),
-                "sparsity": float(np.count_nonzero(array == 0) / array.size) if array.size else 0.0,
+                "shape": shape,
+                "elements": size,
+                "bytes": nbytes,
+                "sparsity": float(zeros / size) if size else 0.0,
                 "prunable": is_prunable,
                 "op": op_type,
                 "reason": reason,

@@ -43,7 +43,9 @@ def _lowest_by_rows(rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
         below = part < kth
         ties = part == kth
         need = count - below.sum(axis=1, keepdims=True)
-        dropped[members] = below | (ties & (np.cumsum(ties, axis=1) <= need))
+        if (ties.sum(axis=1, keepdims=True) > need).any():  # only some of the ties go
+            ties &= np.cumsum(ties, axis=1, dtype=np.int32) <= need
+        dropped[members] = below | ties
     return dropped
 
 

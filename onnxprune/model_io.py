@@ -144,8 +144,12 @@ def _check_written_model(path: Path) -> None:
         onnx.checker.check_model(str(path), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
         raise InputError(f"the result fails the ONNX checker: {_first_line(error)}") from error
+    options = ort.SessionOptions()  # only loaded, never run: one thread, weights not repacked
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.disable_prepacking", "1")
     try:
-        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own exception types
         raise InputError(
             f"the result does not load in onnxruntime: {_first_line(error)}"

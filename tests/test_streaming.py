@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import onnx_ir as ir
 import pytest
+from conftest import run_cli
 
 from onnxprune.calibration import CalibrationOptions, collect_statistics
 from onnxprune.data import input_specs, load_dataset
@@ -82,3 +86,52 @@ def test_saved_streamed_model_equals_saved_in_memory_model(stack: Path, tmp_path
         assert (tmp_path / "streamed" / name).read_bytes() == (
             tmp_path / "held" / name
         ).read_bytes()
+
+
+_CAPPED = """
+import resource, sys
+import onnxprune
+from onnxprune.pruning import PruneOptions
+
+with open("/proc/self/status") as status:
+    size = next(int(line.split()[1]) for line in status if line.startswith("VmSize:")) << 10
+cap = size + ({headroom_mb} << 20)
+resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+onnxprune.prune_file(sys.argv[1], sys.argv[2], PruneOptions(0.5))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_prunes_within_a_small_address_space_cap(tmp_path: Path) -> None:
+    """26 MB of external data in 40 tensors, 400 MB of address space beyond the imports.
+
+    Streaming needs about 130 MB there. The code before streaming kept every tensor mapped
+    (onnx-ir maps the whole data file per tensor) and every result in memory: it needed
+    1.2 GB and failed with ENOMEM under this cap.
+    """
+    model = scale.build(24, tmp_path, d=256, samples=1)
+    code = _CAPPED.format(headroom_mb=400)
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(model), str(tmp_path / "out.onnx")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "MALLOC_ARENA_MAX": "2", "OMP_NUM_THREADS": "1"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "out.onnx.data").stat().st_size >= (
+        tmp_path / "stack24.onnx.data"
+    ).stat().st_size
+
+
+def test_cli_reports_peak_memory_and_wall_time(stack: Path, tmp_path: Path) -> None:
+    for args in (
+        ["inspect", stack, "--json"],
+        ["prune", stack, "-o", tmp_path / "p.onnx", "--json"],
+    ):
+        done = run_cli(*args)
+        assert done.returncode == 0, done.stderr
+        resources = json.loads(done.stdout)["resources"]
+        assert 20 < resources["peak_rss_mb"] < 4000
+        assert 0 < resources["wall_seconds"] < 600
