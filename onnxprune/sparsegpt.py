@@ -18,10 +18,12 @@ __all__ = ["sparsegpt_prune"]
 
 
 def _inverse_hessian_factor(gram: np.ndarray, rows: int, damping: float) -> np.ndarray:
+    """Upper factor ``U`` with ``H⁻¹ = UᵀU``; at most three ``in²`` matrices live at once."""
     hessian = gram / max(rows, 1)
     dead = np.diag(hessian) == 0
     hessian[dead, dead] = 1.0
-    hessian = hessian + damping * np.mean(np.diag(hessian)) * np.eye(len(hessian))
+    diagonal = np.diag_indices(len(hessian))
+    hessian[diagonal] += damping * np.mean(np.diag(hessian))
     for attempt in range(6):
         try:
             lower = np.linalg.cholesky(hessian)
@@ -29,10 +31,12 @@ def _inverse_hessian_factor(gram: np.ndarray, rows: int, damping: float) -> np.n
         except np.linalg.LinAlgError:
             if attempt == 5:
                 raise
-            hessian = hessian + damping * np.mean(np.diag(hessian)) * np.eye(len(hessian))
+            hessian[diagonal] += damping * np.mean(np.diag(hessian))
+    del hessian
     inverse = np.linalg.inv(lower)
+    del lower
     inverse = inverse.T @ inverse  # H⁻¹
-    return np.linalg.cholesky(inverse).T  # upper factor U with H⁻¹ = UᵀU
+    return np.linalg.cholesky(inverse).T
 
 
 def _block_mask(block: np.ndarray, diag: np.ndarray, sparsity: float, offset: int) -> np.ndarray:
@@ -66,7 +70,7 @@ def sparsegpt_prune(
     w = weight.astype(np.float64, copy=True)
     dead = np.diag(gram) == 0
     w[:, dead] = 0.0
-    upper = _inverse_hessian_factor(gram.copy(), rows, damping)
+    upper = _inverse_hessian_factor(gram, rows, damping)
     columns = w.shape[1]
     if pattern is not None:
         block_size = max(pattern[1], block_size - block_size % pattern[1])
