@@ -17,6 +17,7 @@ from onnxprune.calibration import CalibrationOptions, collect_statistics
 from onnxprune.data import input_specs, load_dataset
 from onnxprune.model_io import load_model, save_model, uses_external_data
 from onnxprune.pruning import PruneOptions, prune_model
+from onnxprune.structured.pipeline import StructuredOptions, prune_structured
 from onnxprune.weights import find_weights
 
 REPO = Path(__file__).resolve().parent.parent
@@ -135,3 +136,19 @@ def test_cli_reports_peak_memory_and_wall_time(stack: Path, tmp_path: Path) -> N
         resources = json.loads(done.stdout)["resources"]
         assert 20 < resources["peak_rss_mb"] < 4000
         assert 0 < resources["wall_seconds"] < 600
+
+
+@pytest.mark.parametrize("importance", ["obs", "l2"])
+def test_structured_reconstruct_streams_with_the_same_bytes(stack: Path, importance: str) -> None:
+    streamed, held = load_model(stack), _in_memory(stack)
+    data = load_dataset(stack.with_suffix(".npz"), input_specs(held))
+    options = StructuredOptions(target="ffn", sparsity=0.5, importance=importance, reconstruct=True)
+    small = CalibrationOptions(square_budget_bytes=1)
+    result = prune_structured(streamed, options, data, small)
+    expected = prune_structured(held, options, data)
+    assert result.to_dict() == expected.to_dict() and result.pruned
+    for name, value in held.graph.initializers.items():
+        tensor = streamed.graph.initializers[name].const_value
+        assert tensor.tobytes() == value.const_value.tobytes(), name
+    weight = result.pruned[0]["consumers"][0]
+    assert isinstance(streamed.graph.initializers[weight].const_value, ir.ExternalTensor)

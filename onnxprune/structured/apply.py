@@ -20,6 +20,7 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass, ShapeInferencePass
 
 from onnxprune.errors import InputError
 from onnxprune.routing import constant_ints
+from onnxprune.streaming import scratch_for, set_initializer
 from onnxprune.structured.groups import ChannelGroup, ShapeEdit
 from onnxprune.structured.heads import constant_tensor
 
@@ -57,12 +58,13 @@ def _remove_positions(model: ir.Model, groups: list[ChannelGroup], removed: dict
         for piece in group.slices:
             positions = group.removed_positions(piece, removed[group.id])
             gone.setdefault((piece.tensor, piece.axis), set()).update(positions.tolist())
+    scratch = scratch_for(model)  # weights of external data stay out of memory
     for (tensor, axis), positions in gone.items():
         value = model.graph.initializers[tensor]
         array = np.delete(value.const_value.numpy(), sorted(positions), axis=axis)
         if array.shape[axis] == 0:
             raise InputError(f"pruning would remove every entry of '{tensor}' on axis {axis}")
-        value.const_value = ir.Tensor(np.ascontiguousarray(array), name=tensor)
+        set_initializer(value, np.ascontiguousarray(array), scratch)
         value.shape = ir.Shape(array.shape)
 
 

@@ -17,11 +17,12 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from onnxprune.calibration import CalibrationOptions, LayerStats, collect_statistics
+from onnxprune.calibration import CalibrationOptions
 from onnxprune.data import Dataset
 from onnxprune.errors import InputError, NothingToPrune, compiled_regex
 from onnxprune.normalize import NormalizeModelPass
 from onnxprune.reasons import grouped_reasons
+from onnxprune.streaming import scratch_for, set_initializer
 from onnxprune.structured.apply import RemoveUnitsPass
 from onnxprune.structured.dependency import find_channel_groups
 from onnxprune.structured.groups import ChannelGroup
@@ -32,6 +33,7 @@ from onnxprune.structured.importance import (
     repair_consumer,
     unit_importance,
 )
+from onnxprune.structured.stats import WeightsAsLoaded, groups_with_stats
 from onnxprune.weights import find_weights
 
 __all__ = ["TARGETS", "StructuredOptions", "StructuredResult", "prune_structured"]
@@ -155,19 +157,6 @@ def _selected(groups: list[ChannelGroup], options: StructuredOptions, importance
     return chosen, skipped
 
 
-def _consumer_stats(
-    model, groups, calibration, calibration_options, gram, reference
-) -> dict[str, LayerStats]:
-    names = {c.tensor for g in groups for c in g.consumers}
-    weights = [w for w in find_weights(model)[0] if w.name in names]
-    options = CalibrationOptions(**{**asdict(calibration_options), "gram": gram})
-    stats, refused = collect_statistics(model, weights, calibration, options, reference)
-    if refused:
-        name, reason = next(iter(refused.items()))
-        raise InputError(f"cannot calibrate consumer '{name}': {reason}")
-    return stats
-
-
 def _bias_of(model: ir.Model, node_name: str) -> ir.Value | None:
     """The constant bias added to a consumer's output, if it has exactly one."""
     node = next(n for n in model.graph if n.name == node_name)
@@ -200,7 +189,7 @@ def _repair(model, group, kept, stats, ridge) -> None:
             bias is not None,
             ridge,
         )
-        value.const_value = ir.Tensor(new, name=consumer.tensor)
+        set_initializer(value, new, scratch_for(model))
         if bias is not None:
             bias.const_value = ir.Tensor(bias.const_value.numpy() + delta, name=bias.name)
 
@@ -223,8 +212,7 @@ def prune_structured(
         chosen = [g for g in chosen if g.id in decisions]
     if not chosen:
         raise NothingToPrune(
-            f"nothing to prune structurally: {len(groups)} groups found, "
-            f"{len(skipped)} left alone",
+            f"nothing to prune structurally: {len(groups)} groups found, {len(skipped)} left alone",
             grouped_reasons(s["reason"] for s in skipped),
             {"mode": "structured", **StructuredResult(options, importance, [], skipped).to_dict()},
         )
@@ -237,21 +225,16 @@ def prune_structured(
     original = model.clone() if options.sequential and options.reconstruct else None
     for index, batch in enumerate(batches):
         reference = original if index else None  # the first batch sees unpruned inputs anyway
-        stats = (
-            _consumer_stats(
-                model,
-                batch,
-                calibration,
-                calibration_options,
-                options.reconstruct or importance == "obs",
-                reference,
-            )
-            if needs_stats
-            else {}
-        )
-        arrays = {n: v.const_value.numpy() for n, v in model.graph.initializers.items()}
+        arrays = WeightsAsLoaded(model)
         kept_by_group = {}
-        for group in batch:
+        for group, stats in groups_with_stats(
+            model,
+            batch,
+            calibration if needs_stats else None,
+            calibration_options,
+            options.reconstruct or importance == "obs",
+            reference,
+        ):
             keep = _units_to_keep(group, options)
             if decisions is not None:
                 kept = np.array(sorted(decisions[group.id]), dtype=np.int64)
