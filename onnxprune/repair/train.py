@@ -107,10 +107,12 @@ def _epochs(params, masks, forward, setup, settings, rng, bar) -> dict:
         optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / steps))
     )
     epoch, stopped, stale = 0, "epochs", 0
+    objective.reset()
     while epoch < settings.epochs and stopped == "epochs":
         for index in rng.permutation(len(train)):
             chunk = train[index]
-            _step(params, pruned, optimizer, scheduler, objective(forward(chunk), chunk.indices))
+            loss = objective.step(forward(chunk), chunk.indices)
+            _step(params, pruned, optimizer, scheduler, loss)
             if bar is not None:
                 bar.update()
             if time.monotonic() > settings.deadline:
