@@ -99,3 +99,36 @@ def test_group_balanced_step_follows_the_running_worst_group_not_one_sample() ->
     assert float(objective(second, indices)) == float(second.mean() + 2.0)  # exact when measured
     objective.reset()
     assert float(objective.step(second, indices)) == float(second.mean() + 2.0)
+
+
+def test_adapt_chooses_where_to_grow_by_validation(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+    from conftest import FIXTURE_MODELS, REPO
+
+    from cli.main import main
+    from onnxprune.repair.adapt import grow_candidates
+
+    model, data = FIXTURE_MODELS["digits_mlp"]
+    calibration = REPO / "fixtures" / "digits_mlp-calibration.npz"
+    relus = ["/net/net.1/Relu_output_0", "/net/net.3/Relu_output_0"]
+    assert grow_candidates(load_normalized(model)) == relus
+    assert grow_candidates(load_normalized(model), limit=1) == relus[1:]
+    pruned, report = tmp_path / "pruned.onnx", tmp_path / "adapt.json"
+    args = ["prune", model, "-o", pruned, "--method", "magnitude", "--target-sparsity", "0.97"]
+    assert CliRunner().invoke(main, [str(a) for a in args]).exit_code == 0
+    args = [
+        "adapt", pruned, "--teacher", model, "--calibration", calibration, "--data", data,
+        "-o", tmp_path / "a.onnx", "--max-accuracy-drop", "0.0", "--lr", "1e-3", "--epochs", "2",
+        "--latency-runs", "0", "--report", report,
+    ]  # fmt: skip
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code in (0, 1), result.output
+    steps = json.loads(report.read_text())["adapt"]["steps"]
+    grown = [s for s in steps if s["step"].startswith("grow")]
+    assert [s["step"] for s in grown] == [f"grow --deeper {r} + repair" for r in relus]
+    assert sum(s["taken"] for s in grown) <= 1
+    for row in grown:  # a growth is taken only if it beats the other and the model before it
+        better = all(row["after"] < other["after"] for other in grown if other is not row)
+        assert row["taken"] == (better and row["after"] < row["before"])

@@ -3,9 +3,11 @@
 Starting from MODEL (its teacher: ``teacher``, by default MODEL itself), under a budget (the
 verification gates, measured on ``--data`` against the teacher):
 
-* if MODEL breaks the budget, it is repaired; if it still breaks it and ``grow_after`` names a
-  node, a ``grow --deeper`` layer is inserted there and the grown model repaired (its new layer
-  may fill its zeros); each is kept only if the validation metric improves;
+* if MODEL breaks the budget, it is repaired; if it still breaks it, a ``grow --deeper`` layer
+  is inserted and the grown model repaired (its new layer may fill its zeros), each kept only if
+  the validation metric improves. Where: after ``grow_after`` when it names a node; otherwise
+  adapt chooses by validation: it tries up to ``GROW_CANDIDATES`` activation outputs (Relu, Gelu,
+  ... spread evenly over the graph), grows and repairs each, and keeps the best;
 * while the budget holds, the least influential residual block is dropped (``drop-layers``) and
   the model repaired; the step is kept only if the budget still holds, and the loop stops at the
   first refused step, when no block is left, or after ``max_steps`` steps.
@@ -37,7 +39,12 @@ from onnxprune.verify import (
     verify_models,
 )
 
-__all__ = ["AdaptOptions", "adapt"]
+__all__ = ["GROW_CANDIDATES", "AdaptOptions", "adapt", "grow_candidates"]
+
+GROW_CANDIDATES = 3  # activation outputs tried when adapt chooses where to grow
+_ACTIVATIONS = frozenset(
+    {"Relu", "LeakyRelu", "Gelu", "Sigmoid", "Tanh", "Elu", "Selu", "HardSigmoid", "Softplus"}
+)
 
 
 @dataclass(frozen=True)
@@ -96,17 +103,40 @@ def _recover(current, teacher, work, options, judge, steps) -> tuple[Path, dict]
     steps.append(_step("repair", state, after, taken))
     if taken:
         current, state = candidate, after
-    if state["budget_holds"] or options.grow_after is None:
+    if state["budget_holds"]:
         return current, state
-    grown, candidate = work / "grown.onnx", work / "grown.repaired.onnx"
-    model = load_model(current)
-    DeepenPass(options.grow_after)(model)
-    save_model(model, grown, external_data=uses_external_data(model))
-    _repair(grown, teacher, candidate, replace(options.repair, train_zeros="^grown_after_"))
-    after = judge(candidate)
-    taken = after["score"] > state["score"]
-    steps.append(_step(f"grow --deeper {options.grow_after} + repair", state, after, taken))
-    return (candidate, after) if taken else (current, state)
+    places = [options.grow_after] if options.grow_after else grow_candidates(load_model(current))
+    best, rows = (current, state), []
+    for index, place in enumerate(places):
+        grown, candidate = work / f"grown{index}.onnx", work / f"grown{index}.repaired.onnx"
+        model = load_model(current)
+        DeepenPass(place)(model)
+        save_model(model, grown, external_data=uses_external_data(model))
+        _repair(grown, teacher, candidate, replace(options.repair, train_zeros="^grown_after_"))
+        after = judge(candidate)
+        rows.append(_step(f"grow --deeper {place} + repair", state, after, False))
+        if after["score"] > best[1]["score"]:
+            best = (candidate, after)
+            for row in rows:  # only the best growth is taken
+                row["taken"] = row is rows[-1]
+    steps.extend(rows)
+    return best
+
+
+def grow_candidates(model, limit: int = GROW_CANDIDATES) -> list[str]:
+    """Up to ``limit`` activation outputs (float, not graph outputs), spread evenly in graph
+    order: where an identity layer can be grown and then learn."""
+    outputs = {v.name for v in model.graph.outputs}
+    names = [
+        node.outputs[0].name
+        for node in model.graph
+        if node.op_type in _ACTIVATIONS and node.outputs[0].name not in outputs
+    ]
+    if len(names) <= limit:
+        return names
+    if limit == 1:
+        return [names[len(names) // 2]]
+    return [names[round(i * (len(names) - 1) / (limit - 1))] for i in range(limit)]
 
 
 def _reduce(current, teacher, work, options, judge, state, steps) -> Path:
