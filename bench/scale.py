@@ -214,13 +214,41 @@ def measure(size_mb: int, name: str, folder: Path = WORK, repo: Path = HERE.pare
     return row
 
 
+def table(before: Path, after: Path) -> str:
+    """A markdown table of two result files (JSON lines): time and peak memory per command."""
+    rows: dict[tuple, dict] = {}
+    for label, path in (("before", before), ("after", after)):
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            rows.setdefault((row["size_mb"], row["command"]), {})[label] = row
+    lines = [
+        "| MB | command | before s (cpu s) | before peak MB | after s (cpu s) | after peak MB |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (size, command), pair in sorted(rows.items()):
+        cells = []
+        for label in ("before", "after"):
+            row = pair.get(label)
+            if row is None:
+                cells += ["—", "—"]
+                continue
+            cpu = f" ({row['cpu_seconds']:.0f})" if "cpu_seconds" in row else ""
+            cells += [f"{row['seconds']:.1f}{cpu}", f"{row['peak_mb']:.0f}"]
+        lines.append(f"| {size} | {command} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="100,500")
     parser.add_argument("--commands", default=",".join([*_PEERS, *COMMANDS]))
     parser.add_argument("--results", type=Path, default=None, help="Append JSON lines here.")
     parser.add_argument("--repo", type=Path, default=HERE.parent, help="Checkout to measure.")
+    parser.add_argument("--table", nargs=2, type=Path, metavar=("BEFORE", "AFTER"))
     args = parser.parse_args()
+    if args.table:
+        print(table(*args.table))
+        return
     print(f"{'MB':>6} {'command':<22} {'seconds':>9} {'cpu s':>9} {'peak MB':>9} exit", flush=True)
     for size in (int(s) for s in args.sizes.split(",")):
         for name in args.commands.split(","):
