@@ -1,6 +1,7 @@
 """Train one set of weights with Adam; pick the epoch on validation samples, prove it on test ones.
 
-``fit`` measures the objective on the training, validation and test chunks before any step, then
+``fit`` measures the objective on the calibration chunks (the real training samples, not their
+augmented copies), validation and test chunks before any step, then
 runs epochs (chunk order shuffled by a seeded generator; learning rate on a cosine schedule over
 the planned steps). After every epoch the validation objective is measured; the weights with the
 lowest value so far are kept, and training stops after ``patience`` epochs without a new best, at
