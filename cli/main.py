@@ -339,7 +339,7 @@ def compress(
     "--calibration",
     type=click.Path(path_type=Path),
     default=None,
-    help="Calibration .npz for --mode static.",
+    help="Calibration .npz: --mode static; int4 with --int8-ratio or --algorithm gptq.",
 )
 @click.option("--exclude", default=None, help="Regex: nodes kept in float.")
 @click.option(

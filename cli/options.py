@@ -16,7 +16,7 @@ from onnxprune.groups import GroupOptions
 from onnxprune.html import INSTALL_HINT, require_matplotlib
 from onnxprune.normalize import parse_input_shape
 from onnxprune.pruning import PruneOptions, parse_pattern
-from onnxprune.quantize import QuantizeOptions
+from onnxprune.quant.options import CALIBRATE_METHOD_NAMES, INT4_ALGORITHMS, QuantizeOptions
 from onnxprune.scoring import METHODS
 from onnxprune.structured.importance import IMPORTANCE
 from onnxprune.structured.pipeline import TARGETS, StructuredOptions
@@ -382,9 +382,55 @@ quantize_options = _stack(
     click.option(
         "--block-size",
         type=int,
-        default=128,
+        default=32,
         show_default=True,
         help="int4: weights per quantization block along the input axis.",
+    ),
+    click.option(
+        "--calibrate-method",
+        type=click.Choice(CALIBRATE_METHOD_NAMES),
+        default="minmax",
+        show_default=True,
+        help="static: how activation ranges are chosen from the calibration data.",
+    ),
+    click.option(
+        "--smooth-alpha",
+        type=float,
+        default=0.0,
+        show_default=True,
+        help="static: SmoothQuant strength in [0, 1); 0 turns it off.",
+    ),
+    click.option(
+        "--bias-correction/--no-bias-correction",
+        default=True,
+        show_default=True,
+        help="static: put each int8 layer's mean output shift back into its bias.",
+    ),
+    click.option(
+        "--symmetric/--asymmetric",
+        default=False,
+        show_default=True,
+        help="int4: symmetric or asymmetric (zero point) blocks.",
+    ),
+    click.option(
+        "--embeddings/--no-embeddings",
+        default=True,
+        show_default=True,
+        help="int4: also quantize embedding tables (GatherBlockQuantized).",
+    ),
+    click.option(
+        "--int8-ratio",
+        type=float,
+        default=0.0,
+        show_default=True,
+        help="int4: fraction of MatMuls, the most sensitive by calibration error, kept at 8 bits.",
+    ),
+    click.option(
+        "--algorithm",
+        type=click.Choice(INT4_ALGORITHMS),
+        default="rtn",
+        show_default=True,
+        help="int4: rtn (round to nearest), hqq (data-free), gptq (needs --calibration).",
     ),
 )
 
@@ -400,6 +446,13 @@ def quantize_options_from(params: dict[str, Any], mode: str, exclude: str | None
         exclude=exclude,
         block_size=params["block_size"],
         calibration=None if calibration is None else str(calibration),
+        calibrate_method=params["calibrate_method"],
+        smooth_alpha=params["smooth_alpha"],
+        bias_correction=params["bias_correction"],
+        symmetric=params["symmetric"],
+        embeddings=params["embeddings"],
+        int8_ratio=params["int8_ratio"],
+        algorithm=params["algorithm"],
     )
     options.validate()
     return options

@@ -1,0 +1,76 @@
+"""Quantization options: one frozen dataclass checked by ``validate()``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from onnxprune.errors import InputError
+
+__all__ = ["CALIBRATE_METHOD_NAMES", "INT4_ALGORITHMS", "MODES", "QuantizeOptions"]
+
+MODES = ("dynamic", "static", "int4")
+CALIBRATE_METHOD_NAMES = ("minmax", "entropy", "percentile")
+INT4_ALGORITHMS = ("rtn", "hqq", "gptq")
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    """What to quantize and how.
+
+    Attributes:
+        mode: ``dynamic`` (int8, activations at run time), ``static`` (int8 QDQ calibrated on
+            ``calibration``), ``int4`` (weight-only, with embedding tables).
+        per_channel: int8 weight scale per output channel (else per tensor).
+        exclude: regex of node names kept in float.
+        block_size: int4 values per quantization block along the input axis.
+        calibration: path of the calibration ``.npz``.
+        calibrate_method: static: how activation ranges are chosen.
+        smooth_alpha: static: SmoothQuant migration strength; 0 turns it off.
+        bias_correction: static: put the mean output shift of each int8 layer back in its bias.
+        symmetric: int4: symmetric blocks (default asymmetric).
+        embeddings: int4: also quantize embedding tables (``GatherBlockQuantized``).
+        int8_ratio: int4: fraction of MatMuls, the most sensitive, kept at 8 bits.
+        algorithm: int4: ``rtn``, ``hqq`` or ``gptq`` (needs calibration).
+    """
+
+    mode: str = "dynamic"
+    per_channel: bool = True
+    exclude: str | None = None
+    block_size: int = 32
+    calibration: str | None = None
+    calibrate_method: str = "minmax"
+    smooth_alpha: float = 0.0
+    bias_correction: bool = True
+    symmetric: bool = False
+    embeddings: bool = True
+    int8_ratio: float = 0.0
+    algorithm: str = "rtn"
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise InputError(f"unknown quantization mode '{self.mode}' ({', '.join(MODES)})")
+        if self.mode == "static" and self.calibration is None:
+            raise InputError("--mode static needs --calibration DATA.npz")
+        if self.block_size < 16 or self.block_size & (self.block_size - 1):
+            raise InputError(f"--block-size must be a power of two >= 16, got {self.block_size}")
+        if self.calibrate_method not in CALIBRATE_METHOD_NAMES:
+            raise InputError(
+                f"unknown calibration method '{self.calibrate_method}' "
+                f"({', '.join(CALIBRATE_METHOD_NAMES)})"
+            )
+        if not 0.0 <= self.smooth_alpha < 1.0:
+            raise InputError(f"--smooth-alpha must be in [0, 1), got {self.smooth_alpha}")
+        if not 0.0 <= self.int8_ratio <= 1.0:
+            raise InputError(f"--int8-ratio must be in [0, 1], got {self.int8_ratio}")
+        if self.algorithm not in INT4_ALGORITHMS:
+            raise InputError(
+                f"unknown int4 algorithm '{self.algorithm}' ({', '.join(INT4_ALGORITHMS)})"
+            )
+        if self.algorithm == "gptq" and self.calibration is None:
+            raise InputError("--algorithm gptq is data-aware: give --calibration DATA.npz")
+        if self.exclude is not None:
+            try:
+                re.compile(self.exclude)
+            except re.error as error:
+                raise InputError(f"--exclude '{self.exclude}' is not a valid regex") from error

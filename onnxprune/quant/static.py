@@ -1,0 +1,166 @@
+"""Transformer-aware static int8: pre-process, smooth, calibrate, quantize, keep floats float.
+
+1. onnxruntime's pre-processing (``quant_pre_process``). Its symbolic shape inference gives up
+   on default-attention (SDPA) exports ("Incomplete symbolic shape inference"); the step is then
+   run without it (constant folding and ONNX shape inference still run), and the report says so.
+2. The rule table (``onnxprune.quant.rules``) decides which nodes get int8 inputs.
+3. Optional SmoothQuant (``onnxprune.quant.smooth``) on the int8 ``MatMul``s.
+4. ``quantize_static`` in QDQ format: per-channel int8 weights, uint8 activations calibrated
+   with MinMax, Entropy or Percentile; ``MatMul``/``Gemm`` outputs stay float.
+5. ``KeepFloatConsumersPass``: consumers that the table keeps in float (residual ``Add``,
+   ``LayerNormalization``, ``Shape``) read the float tensor, not its quantize-dequantize copy.
+6. Optional bias correction (``onnxprune.quant.bias``) of the int8 ``MatMul``s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from onnxprune.data import Dataset
+from onnxprune.quant.bias import BiasCorrectionPass, fake_quant_layers
+from onnxprune.quant.capture import capture_rows
+from onnxprune.quant.reader import DatasetReader
+from onnxprune.quant.rules import (
+    INT8_CARRIER_OPS,
+    INT8_OPS,
+    OUTPUT_FLOAT_OPS,
+    LayerDecision,
+    static_plan,
+)
+from onnxprune.quant.selection import matmul_weights
+from onnxprune.quant.smooth import SmoothQuantPass, smoothable_groups
+
+__all__ = ["CALIBRATE_METHODS", "KeepFloatConsumersPass", "preprocess", "quantize_static_file"]
+
+logger = logging.getLogger(__name__)
+CALIBRATE_METHODS = {
+    "minmax": CalibrationMethod.MinMax,
+    "entropy": CalibrationMethod.Entropy,
+    "percentile": CalibrationMethod.Percentile,
+}
+# Ops through which onnxruntime moves int8 tensors unchanged (QDQ propagation).
+_INT8_MOVERS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten")
+
+
+@contextlib.contextmanager
+def _in_folder(folder: Path) -> Iterator[None]:
+    # onnxruntime's symbolic shape inference dumps its partial model into the working folder
+    # when it gives up; keep that out of the user's folder.
+    previous = Path.cwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+def preprocess(source: Path, target: Path, external: bool) -> str:
+    """onnxruntime's pre-processing into ``target``; returns what was run."""
+    source, target = source.resolve(), target.resolve()
+    try:
+        with _in_folder(target.parent):
+            quant_pre_process(str(source), str(target), save_as_external_data=external)
+        return "symbolic shape inference, optimisation, ONNX shape inference"
+    except Exception as error:  # onnxruntime raises a bare Exception here
+        logger.info("symbolic shape inference failed (%s): pre-processing without it", error)
+    quant_pre_process(
+        str(source), str(target), skip_symbolic_shape=True, save_as_external_data=external
+    )
+    return "optimisation, ONNX shape inference (symbolic shape inference incomplete: skipped)"
+
+
+class KeepFloatConsumersPass:
+    """Rewire non-int8 consumers of each activation ``Q -> DQ`` pair to the float tensor.
+
+    onnxruntime's QDQ quantizer puts one Q/DQ pair on a tensor and makes every consumer read the
+    dequantized copy, so a residual ``Add`` or ``LayerNormalization`` beside an int8 ``MatMul``
+    would see 8-bit values. Afterwards only int8 ops (and ops that move int8 tensors) read it.
+    """
+
+    def call(self, model: onnx.ModelProto) -> int:
+        producers = {o: n for n in model.graph.node for o in n.output}
+        constants = {t.name for t in model.graph.initializer}
+        keep = {*INT8_OPS, *INT8_CARRIER_OPS, *_INT8_MOVERS, "QuantizeLinear"}
+        floats = {}
+        for node in model.graph.node:
+            quantize = producers.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
+            if quantize is not None and quantize.op_type == "QuantizeLinear":
+                if node.input[0] not in constants and quantize.input[0] not in constants:
+                    floats[node.output[0]] = quantize.input[0]
+        rewired = 0
+        for node in model.graph.node:
+            if node.op_type in keep:
+                continue
+            for index, name in enumerate(node.input):
+                if name in floats:
+                    node.input[index] = floats[name]
+                    rewired += 1
+        logger.info("%d float consumers rewired to unquantized tensors", rewired)
+        return rewired
+
+
+def _smooth(model: onnx.ModelProto, int8: set[str], data: Dataset, alpha: float) -> list[str]:
+    tensors = list(smoothable_groups(model, int8))
+    rows = capture_rows(model, tensors, data)
+    absmax = {name: np.abs(r).max(axis=0) for name, r in rows.items()}
+    return SmoothQuantPass(absmax, alpha).call(model, int8)
+
+
+def quantize_static_file(
+    prepared: Path,
+    target: Path,
+    data: Dataset,
+    excluded: Mapping[str, str],
+    per_channel: bool = True,
+    method: str = "minmax",
+    smooth_alpha: float = 0.0,
+    bias_correction: bool = True,
+    external: bool = False,
+) -> tuple[list[LayerDecision], dict]:
+    """Quantize the pre-processed model at ``prepared`` into ``target``.
+
+    Returns:
+        The per-node plan and a summary (smoothed tensors, rewired consumers).
+    """
+    model = onnx.load(str(prepared))
+    plan = static_plan(model, excluded)
+    int8 = {d.node for d in plan if d.precision == "int8"}
+    smoothed = _smooth(model, int8, data, smooth_alpha) if smooth_alpha > 0 else []
+    smoothed_path = prepared.with_name("smoothed.onnx")
+    onnx.save(model, str(smoothed_path), save_as_external_data=external)
+    quantize_static(
+        smoothed_path,
+        target,
+        DatasetReader(data),
+        quant_format=QuantFormat.QDQ,
+        per_channel=per_channel,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        nodes_to_quantize=sorted(int8),
+        op_types_to_quantize=sorted({*INT8_OPS, *INT8_CARRIER_OPS}),
+        calibrate_method=CALIBRATE_METHODS[method],
+        use_external_data_format=external,
+        extra_options={"OpTypesToExcludeOutputQuantization": list(OUTPUT_FLOAT_OPS)},
+    )
+    quantized = onnx.load(str(target))
+    rewired = KeepFloatConsumersPass().call(quantized)
+    corrected = _correct_biases(model, quantized, data) if bias_correction else 0
+    onnx.save(quantized, str(target), save_as_external_data=external)
+    summary = {"smoothed_tensors": len(smoothed), "float_consumers_rewired": rewired}
+    return plan, {**summary, "bias_corrected_layers": corrected}
+
+
+def _correct_biases(model: onnx.ModelProto, quantized: onnx.ModelProto, data: Dataset) -> int:
+    layers = fake_quant_layers(quantized)
+    weights = matmul_weights(model, set(layers))
+    rows = capture_rows(model, {a for a, _ in weights.values()}, data)
+    return BiasCorrectionPass(rows, {n: w for n, (_, w) in weights.items()}).call(quantized)
