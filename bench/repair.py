@@ -137,8 +137,9 @@ def compress_repair_row(exporter: str, model: Path, held: dict, dense) -> dict:
     settings = [f"--repair-{a[2:]}" if a.startswith("--") else a for a in MINILM_REPAIR]
     run = _timed(["compress", str(model), "-o", str(out), *SPARSEGPT[1:], "--target-sparsity",
                   "0.5", "--calibration", str(WORK / "calibration.npz"), "--repair", *settings,
-                  "--repair-validation", str(WORK / "repair_validation.npz"),
-                  "--latency-runs", "0", "--no-default-budget"])  # fmt: skip
+                  "--repair-validation", str(WORK / "repair_validation.npz"), "--data",
+                  str(WORK / "repair_validation.npz"), "--latency-runs", "0",
+                  "--no-default-budget"])  # fmt: skip
     stages = [s["stage"] for s in run["report"]["stages"]]
     return {
         "exporter": exporter,
@@ -280,6 +281,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     OUT.mkdir(parents=True, exist_ok=True)
     result: dict = {"minilm_repair_options": MINILM_REPAIR, "minilm": [], "fixtures": []}
+    name = options.results or ("repair_split" if options.held_out_split else "repair")
     if not options.skip_fixtures:
         result["fixtures"] = [digits_cnn_row(), *adult_rows(), *grow_rows()]
         for row in result["fixtures"]:
@@ -297,10 +299,10 @@ def main() -> None:
                 row = minilm_row(exporter, model, config, held, dense, extra)
                 result["minilm"].append(row)
                 print(_line(result["minilm"][-1]), flush=True)
+                write_results(name, result)  # after every row: a later failure loses nothing
             if options.compress_repair and not index:
                 result["compress_repair"] = compress_repair_row(exporter, model, held, dense)
                 print(result["compress_repair"], flush=True)
-    name = options.results or ("repair_split" if options.held_out_split else "repair")
     print(f"\nwrote {write_results(name, result)}")
 
 
