@@ -623,7 +623,8 @@ def repair(student: Path, output: Path, report: Path | None, as_json: bool, **pa
 @click.option(
     "--grow-after",
     default=None,
-    help="If MODEL breaks the budget even after repair: grow --deeper after this node, repair.",
+    help="If MODEL breaks the budget even after repair: grow --deeper after this node, repair "
+    "(default: try up to 3 activation outputs and keep the best by validation).",
 )
 @repair_options()
 @verify_options
