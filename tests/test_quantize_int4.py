@@ -85,7 +85,9 @@ def _int8_layers(model_path: Path, data) -> tuple[list[str], set[str]]:
         for n in quantized.graph.node
         if n.op_type == "MatMulNBits"
     }
-    return sorted(d.node for d in plan if d.precision == "int8"), {n for n, b in bits.items() if b == 8}
+    return sorted(d.node for d in plan if d.precision == "int8"), {
+        n for n, b in bits.items() if b == 8
+    }
 
 
 def test_mixed_precision_is_deterministic_and_applied(tiny) -> None:
