@@ -37,7 +37,11 @@ def _on_ray(jobs: Sequence, objective: str, address: str) -> list[dict]:
         if address == "local":
             ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
         else:
-            ray.init(address=address, log_to_driver=False)
+            try:
+                ray.init(address=address, log_to_driver=False)
+            except (ConnectionError, RuntimeError, ValueError) as error:
+                first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                raise InputError(f"--ray {address}: no Ray cluster to join ({first})") from None
     try:
         task = ray.remote(num_cpus=1)(run_job)
         return ray.get([task.remote(job, objective) for job in jobs])
