@@ -266,3 +266,9 @@ def test_the_fairest_near_best_candidate_is_chosen():
     evaluator = SimpleNamespace(best=seen[0], seen={o.key: o for o in seen})
     assert choose_fairest(evaluator, 0.02).key == "fair"
     assert choose_fairest(evaluator, 0.0).key == "best"
+
+
+def test_revert_never_offers_the_dense_model():
+    levels = (0.0, 0.3, 0.6, 0.9)
+    last = {"robust": 0.0, "fragile": 0.3, "small": 0.0}
+    assert revert_most_sensitive(_curves(), levels, last) is None

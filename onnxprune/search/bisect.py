@@ -61,7 +61,8 @@ class Outcome:
 def revert_most_sensitive(
     curves: list[LayerCurve], levels: tuple[float, ...], allocation: dict[str, float]
 ) -> dict[str, float] | None:
-    """``allocation`` with its most sensitive layer one level lower (None if all are at 0)."""
+    """``allocation`` with its most sensitive layer one level lower (None when that would
+    leave every layer dense: not a compression)."""
     best_name, best_saving = None, -1.0
     for curve in curves:
         k = levels.index(allocation[curve.name])
@@ -74,7 +75,7 @@ def revert_most_sensitive(
         return None
     lowered = dict(allocation)
     lowered[best_name] = levels[levels.index(allocation[best_name]) - 1]
-    return lowered
+    return lowered if any(lowered.values()) else None  # all zeros is the dense model
 
 
 def verified_bisection(

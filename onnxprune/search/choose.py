@@ -26,6 +26,8 @@ def variants(
     if best is None or STRUCTURED in best.allocation:
         return trace
     level = round(best.record["sparsity"], 4)
+    if level <= 0:
+        return trace
     for method in methods:
         base, _, target = split_method(method)
         if target is not None or base not in curves:
