@@ -1,5 +1,5 @@
 """Repair engine internals: constant folding in the interpreter, calibration loss on real
-samples only, and the end-to-end distillation stage."""
+samples only, group-balanced steps, and where adapt grows."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from test_repair import _pruned, _residual_mlp, _weights
 
 from onnxprune.normalize import load_normalized
-from onnxprune.repair import RepairOptions, repair_file
+from onnxprune.repair import RepairOptions
 from onnxprune.runtime import create_session
 
 
