@@ -432,6 +432,13 @@ quantize_options = _stack(
         show_default=True,
         help="int4: rtn (round to nearest), hqq (data-free), gptq (needs --calibration).",
     ),
+    click.option(
+        "--max-evaluations",
+        type=int,
+        default=8,
+        show_default=True,
+        help="--auto-exclude: at most this many re-quantize-and-verify rounds.",
+    ),
 )
 
 # compress --quantize choices -> quantization mode
@@ -453,6 +460,7 @@ def quantize_options_from(params: dict[str, Any], mode: str, exclude: str | None
         embeddings=params["embeddings"],
         int8_ratio=params["int8_ratio"],
         algorithm=params["algorithm"],
+        max_evaluations=params["max_evaluations"],
     )
     options.validate()
     return options

@@ -30,6 +30,7 @@ from onnxprune.model_io import (
 from onnxprune.normalize import load_normalized
 from onnxprune.optimize import optimize_stage
 from onnxprune.pruning import PruneOptions
+from onnxprune.quant.accuracy import gate_score, revert_greedily
 from onnxprune.quantize import QuantizeOptions, quantize_model_file
 from onnxprune.repair.options import RepairOptions
 from onnxprune.repair.stage import checked_stage_options, run_repair_stage
@@ -114,8 +115,8 @@ def _quantize_within_budget(
     auto_exclude: bool,
     protected: tuple[Path, ...],
 ) -> dict:
-    """Quantize ``source``; with ``auto_exclude``, keep the most sensitive layers in float
-    (1, 2, 4, ... of them) until the gates hold on the verification data, or all are float."""
+    """Quantize ``source``; with ``auto_exclude``, keep the layers with the largest measured
+    error in float until the gates hold (``onnxprune.quant.accuracy``)."""
     calibration = _calibration(source, quantize.calibration)
     section = quantize_model_file(source, output, quantize, calibration, protected=protected)
     if not auto_exclude:
@@ -125,33 +126,27 @@ def _quantize_within_budget(
     if all(g["passed"] for g in evaluate_gates(gates, verification)):
         section["auto_exclude"] = {"needed": False}
         return section
-    ranking = quantization_sensitivity(load_model(source), calibration)
-    attempts, passed = [], False
-    schedule = sorted({min(2**i, len(ranking)) for i in range(len(ranking).bit_length() + 1)})
-    for count in schedule:
-        excluded = tuple(list(ranking)[:count])
-        section = quantize_model_file(source, output, quantize, calibration, excluded, protected)
-        verification = verify_models(original, output, quick, dataset)
-        results = evaluate_gates(gates, verification)
-        passed = all(g["passed"] for g in results)
-        attempts.append(
-            {
-                "float_layers": count,
-                "passed": passed,
-                "gates": {g["gate"]: g["value"] for g in results},
-            }
+    ranking = section.get("layer_errors") or quantization_sensitivity(
+        load_model(source), calibration
+    )
+
+    def requantize(excluded: tuple[str, ...]) -> dict:
+        return quantize_model_file(source, output, quantize, calibration, excluded, protected)
+
+    def evaluate() -> tuple[bool, dict, float]:
+        results = evaluate_gates(gates, verify_models(original, output, quick, dataset))
+        return (
+            all(g["passed"] for g in results),
+            {g["gate"]: g["value"] for g in results},
+            gate_score(results),
         )
-        if passed:
-            break
-    section["auto_exclude"] = {
-        "needed": True,
-        "satisfied": passed,
-        "ranking": [{"node": n, "relative_error": e} for n, e in list(ranking.items())[:10]],
-        "attempts": attempts,
-    }
-    if not passed:
+
+    section, control = revert_greedily(requantize, evaluate, ranking, quantize.max_evaluations)
+    section["auto_exclude"] = control
+    if not control["satisfied"]:
         logger.warning(
-            "warning: --auto-exclude: the budget does not hold even with every layer in float"
+            "warning: --auto-exclude: the budget does not hold after %d evaluations",
+            control["evaluations"],
         )
     return section
 

@@ -92,7 +92,7 @@ def _static(source, target, options: QuantizeOptions, excluded, calibration, ext
 
 
 def _int4(source, target, options: QuantizeOptions, excluded, calibration, external) -> dict:
-    model, plan, _ = quantize_int4_model(
+    model, plan, errors = quantize_int4_model(
         onnx.load(str(source)),
         excluded,
         block_size=options.block_size,
@@ -103,7 +103,8 @@ def _int4(source, target, options: QuantizeOptions, excluded, calibration, exter
         data=calibration,
     )
     onnx.save(model, str(target), save_as_external_data=external)
-    return {"layers": [d.as_dict() for d in plan]}
+    ranked = dict(sorted(errors.items(), key=lambda item: (-item[1], item[0])))
+    return {"layers": [d.as_dict() for d in plan], "layer_errors": ranked}
 
 
 def _run_tool(source, target, options, excluded, calibration, external) -> dict:

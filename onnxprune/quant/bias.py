@@ -4,7 +4,9 @@ Quantizing a layer's input and weight shifts the mean of its outputs per channel
 stack the shifts add up (the "bias correction" of Nagel et al., 2019, NNCF's
 ``FastBiasCorrection``). For every int8 ``MatMul`` whose output goes to a bias ``Add`` the pass
 computes, on float calibration rows ``X`` of the layer input, ``mean(X W - Q(X) Q(W))`` with the
-exact scales and zero points the quantized model uses, and adds it to the bias.
+exact scales and zero points the quantized model uses, and adds it to the bias. What remains,
+``||X W - Q(X) Q(W) - shift|| / ||X W||``, is each layer's measured output error: accuracy
+control ranks layers by it.
 """
 
 from __future__ import annotations
@@ -65,11 +67,19 @@ def _fake_quant(rows: np.ndarray, params: tuple) -> np.ndarray:
 
 
 class BiasCorrectionPass:
-    """Add the mean output shift of each int8 MatMul to its bias initializer."""
+    """Measure each int8 MatMul's output error; with ``apply``, add its mean shift to the bias.
 
-    def __init__(self, rows: dict[str, np.ndarray], weights: dict[str, np.ndarray]) -> None:
+    After ``call``, ``errors`` maps each measured MatMul to its relative output error (after
+    the shift is taken out where a bias can absorb it).
+    """
+
+    def __init__(
+        self, rows: dict[str, np.ndarray], weights: dict[str, np.ndarray], apply: bool = True
+    ) -> None:
         self.rows = rows  # float input tensor name -> calibration rows
         self.weights = weights  # MatMul name -> float weight
+        self.apply = apply
+        self.errors: dict[str, float] = {}
 
     def call(self, model: onnx.ModelProto) -> int:
         layers = fake_quant_layers(model)
@@ -83,19 +93,28 @@ class BiasCorrectionPass:
             if node.name not in layers or node.name not in self.weights:
                 continue
             tensor, params, dequantized = layers[node.name]
-            users = consumers.get(node.output[0], [])
-            bias = [i for u in users if u.op_type == "Add" for i in u.input if i in initializers]
-            if len(users) != 1 or len(bias) != 1 or tensor not in self.rows:
+            if tensor not in self.rows:
                 continue
             rows = self.rows[tensor].astype(np.float64)
-            shift = (rows @ self.weights[node.name] - _fake_quant(rows, params) @ dequantized).mean(
-                0
-            )
-            old = numpy_helper.to_array(initializers[bias[0]])
-            if old.shape != shift.shape:
-                continue
-            new = numpy_helper.from_array((old + shift).astype(old.dtype), bias[0])
-            initializers[bias[0]].CopyFrom(new)
-            corrected += 1
+            reference = rows @ self.weights[node.name]
+            difference = reference - _fake_quant(rows, params) @ dequantized
+            bias = _bias_of(node, consumers, initializers, difference.shape[1])
+            shift = difference.mean(0) if bias is not None else 0.0
+            norm = max(float(np.linalg.norm(reference)), 1e-12)
+            self.errors[node.name] = float(np.linalg.norm(difference - shift)) / norm
+            if bias is not None and self.apply:
+                old = numpy_helper.to_array(bias)
+                bias.CopyFrom(numpy_helper.from_array((old + shift).astype(old.dtype), bias.name))
+                corrected += 1
         logger.info("bias correction on %d int8 layers", corrected)
         return corrected
+
+
+def _bias_of(node, consumers, initializers, width: int) -> onnx.TensorProto | None:
+    users = consumers.get(node.output[0], [])
+    if len(users) != 1 or users[0].op_type != "Add":
+        return None
+    found = [initializers[i] for i in users[0].input if i in initializers]
+    if len(found) != 1 or tuple(found[0].dims) != (width,):
+        return None
+    return found[0]

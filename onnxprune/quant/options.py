@@ -32,6 +32,7 @@ class QuantizeOptions:
         embeddings: int4: also quantize embedding tables (``GatherBlockQuantized``).
         int8_ratio: int4: fraction of MatMuls, the most sensitive, kept at 8 bits.
         algorithm: int4: ``rtn``, ``hqq`` or ``gptq`` (needs calibration).
+        max_evaluations: accuracy control: at most this many re-quantize-and-verify rounds.
     """
 
     mode: str = "dynamic"
@@ -46,6 +47,7 @@ class QuantizeOptions:
     embeddings: bool = True
     int8_ratio: float = 0.0
     algorithm: str = "rtn"
+    max_evaluations: int = 8
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -67,6 +69,8 @@ class QuantizeOptions:
             raise InputError(
                 f"unknown int4 algorithm '{self.algorithm}' ({', '.join(INT4_ALGORITHMS)})"
             )
+        if self.max_evaluations < 1:
+            raise InputError(f"--max-evaluations must be >= 1, got {self.max_evaluations}")
         if self.algorithm == "gptq" and self.calibration is None:
             raise InputError("--algorithm gptq is data-aware: give --calibration DATA.npz")
         if self.exclude is not None:

@@ -153,14 +153,26 @@ def quantize_static_file(
     )
     quantized = onnx.load(str(target))
     rewired = KeepFloatConsumersPass().call(quantized)
-    corrected = _correct_biases(model, quantized, data) if bias_correction else 0
+    corrector = _bias_corrector(model, quantized, data, bias_correction)
+    corrected = corrector.call(quantized)
     onnx.save(quantized, str(target), save_as_external_data=external)
     summary = {"smoothed_tensors": len(smoothed), "float_consumers_rewired": rewired}
-    return plan, {**summary, "bias_corrected_layers": corrected}
+    errors = dict(sorted(corrector.errors.items(), key=lambda item: (-item[1], item[0])))
+    plan = [_with_error(d, errors) for d in plan]
+    return plan, {**summary, "bias_corrected_layers": corrected, "layer_errors": errors}
 
 
-def _correct_biases(model: onnx.ModelProto, quantized: onnx.ModelProto, data: Dataset) -> int:
+def _with_error(decision: LayerDecision, errors: dict[str, float]) -> LayerDecision:
+    if decision.node not in errors:
+        return decision
+    reason = f"{decision.reason}; measured output error {errors[decision.node]:.4f}"
+    return LayerDecision(decision.node, decision.op_type, decision.precision, reason)
+
+
+def _bias_corrector(
+    model: onnx.ModelProto, quantized: onnx.ModelProto, data: Dataset, apply: bool
+) -> BiasCorrectionPass:
     layers = fake_quant_layers(quantized)
     weights = matmul_weights(model, set(layers))
     rows = capture_rows(model, {a for a, _ in weights.values()}, data)
-    return BiasCorrectionPass(rows, {n: w for n, (_, w) in weights.items()}).call(quantized)
+    return BiasCorrectionPass(rows, {n: w for n, (_, w) in weights.items()}, apply)
