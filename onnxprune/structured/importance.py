@@ -124,7 +124,8 @@ def obs_select(
     for consumer in group.consumers:
         matrix = weight_matrix(arrays[consumer.tensor].astype(np.float64), layouts[consumer.tensor])
         gram = stats[consumer.tensor].gram
-        hessian = gram + ridge * np.mean(np.diag(gram)) * np.eye(len(gram))
+        hessian = gram.copy()  # damped on the diagonal, in place
+        hessian[np.diag_indices(len(gram))] += ridge * np.mean(np.diag(gram))
         per_channel = matrix.shape[1] // (group.units * group.unit_size)
         state.append([matrix, np.linalg.inv(hessian), per_channel])
     alive = list(range(group.units))
@@ -147,8 +148,8 @@ def obs_select(
             matrix, inverse, per_channel = entry
             block = np.concatenate([_unit_features(group, u, per_channel) for u in chosen])
             inner = np.linalg.inv(inverse[np.ix_(block, block)])
-            entry[0] = matrix - matrix[:, block] @ inner @ inverse[block, :]
-            entry[1] = inverse - inverse[:, block] @ inner @ inverse[block, :]
+            matrix -= matrix[:, block] @ inner @ inverse[block, :]  # in place: no copies
+            inverse -= inverse[:, block] @ inner @ inverse[block, :]
     return np.array(sorted(alive), dtype=np.int64)
 
 
