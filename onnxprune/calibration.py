@@ -5,8 +5,10 @@ exposes the tensor feeding that layer as an extra model output, runs onnxruntime
 in batches, turns each captured activation into rows of the layer's input features
 (``onnxprune.activations``) and accumulates, streaming and in float64: the row count, the
 per-feature sum and sum of squares, and optionally the Gram matrix ``XᵀX``. Memory stays bounded
-by one batch of activations plus ``in_features²`` per distinct layer input; layers that share an
-input (Q, K and V projections) share one set of statistics.
+by one batch of activations plus ``in_features²`` per distinct layer input of the current group:
+with Gram matrices, layers are taken a group at a time within ``square_budget_bytes`` (one pass
+over the data per group, ``statistics_in_groups``); layers that share an input (Q, K and V
+projections) share one set of statistics.
 
 Rows at padded positions are excluded when a mask input is given (``mask_input``) or detected
 (an input named ``attention_mask``): an activation whose leading axes equal the mask's shape
