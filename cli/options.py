@@ -372,6 +372,7 @@ def explain_options_from(params: dict[str, Any]) -> ExplainOptions | None:
     options.validate()
     return options
 
+
 quantize_options = _stack(
     click.option(
         "--per-channel/--per-tensor",
@@ -394,11 +395,11 @@ quantize_options = _stack(
         help="static: how activation ranges are chosen from the calibration data.",
     ),
     click.option(
-        "--smooth-alpha",
-        type=float,
-        default=0.0,
+        "--smooth",
+        default="off",
         show_default=True,
-        help="static: SmoothQuant strength in [0, 1); 0 turns it off.",
+        help="static: SmoothQuant off, auto (strength per layer group by calibration error) "
+        "or a strength in (0, 1).",
     ),
     click.option(
         "--bias-correction/--no-bias-correction",
@@ -416,7 +417,7 @@ quantize_options = _stack(
         "--embeddings/--no-embeddings",
         default=True,
         show_default=True,
-        help="int4: also quantize embedding tables (GatherBlockQuantized).",
+        help="static, int4: also quantize embedding tables (GatherBlockQuantized).",
     ),
     click.option(
         "--int8-ratio",
@@ -454,7 +455,7 @@ def quantize_options_from(params: dict[str, Any], mode: str, exclude: str | None
         block_size=params["block_size"],
         calibration=None if calibration is None else str(calibration),
         calibrate_method=params["calibrate_method"],
-        smooth_alpha=params["smooth_alpha"],
+        smooth=params["smooth"],
         bias_correction=params["bias_correction"],
         symmetric=params["symmetric"],
         embeddings=params["embeddings"],

@@ -83,8 +83,9 @@ def _static(source, target, options: QuantizeOptions, excluded, calibration, ext
         excluded,
         per_channel=options.per_channel,
         method=options.calibrate_method,
-        smooth_alpha=options.smooth_alpha,
+        smooth_alphas=options.smooth_alphas(),
         bias_correction=options.bias_correction,
+        embeddings=options.embeddings,
         external=external,
     )
     layers = [d.as_dict() for d in plan]

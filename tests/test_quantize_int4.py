@@ -65,7 +65,7 @@ def test_small_tables_stay_float_with_reason() -> None:
     table = np.ones((4, 8), np.float32)
     quantized, plan, _ = quantize_int4_model(_embedding_model(table), {}, block_size=BLOCK)
     assert [n.op_type for n in quantized.graph.node] == ["Gather"]
-    assert plan[0].precision == "float" and "shorter than one block" in plan[0].reason
+    assert plan[0].precision == "float" and "do not split into blocks" in plan[0].reason
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def test_most_sensitive_breaks_ties_by_name() -> None:
         ({"algorithm": "gptq"}, "data-aware"),
         ({"int8_ratio": 1.5}, "--int8-ratio"),
         ({"calibrate_method": "kl"}, "calibration method"),
-        ({"smooth_alpha": 1.0}, "--smooth-alpha"),
+        ({"smooth": "1.0"}, "--smooth"),
     ],
 )
 def test_options_refuse_with_reason(options: dict, message: str) -> None:

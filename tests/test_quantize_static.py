@@ -15,6 +15,7 @@ from quant_models import tiny_transformer, token_data
 from onnxprune.data import input_specs, load_dataset
 from onnxprune.model_io import load_model
 from onnxprune.quant import static
+from onnxprune.quant.embeddings import quantize_table
 from onnxprune.quant.rules import static_plan
 from onnxprune.quantize import QuantizeOptions, quantize_model_file
 
@@ -79,6 +80,8 @@ def test_static_keeps_float_consumers_float(tiny, tmp_path: Path) -> None:
     fed = [n.name for n in int8 if producers.get(n.input[1]) == "DequantizeLinear"]
     assert sorted(fed) == sorted(f"{k}/MatMul" for k in ("q", "k", "v", "o", "ffn1", "ffn2"))
     assert section["float_consumers_rewired"] > 0
+    gather = next(n for n in model.graph.node if n.name == "embeddings/Gather")
+    assert gather.op_type == "GatherBlockQuantized"
     reference, result = _run(tiny[0], tiny[1]), _run(out, tiny[1])
     cosine = np.sum(reference * result, -1) / (
         np.linalg.norm(reference, axis=-1) * np.linalg.norm(result, axis=-1)
@@ -105,7 +108,7 @@ def test_symbolic_shape_failure_falls_back(tiny, tmp_path: Path, monkeypatch) ->
 
 @pytest.mark.parametrize("method", ["minmax", "percentile"])
 def test_static_options_reach_the_tool(tiny, tmp_path: Path, method: str) -> None:
-    out, section = _quantize_static(tiny, tmp_path, calibrate_method=method, smooth_alpha=0.5)
+    out, section = _quantize_static(tiny, tmp_path, calibrate_method=method, smooth="0.5")
     assert section["calibrate_method"] == method
     assert section["smoothed_tensors"] == 4  # h0 (Q/K/V), context, h1, gelu
     names = {n.name for n in onnx.load(str(out)).graph.node}
@@ -119,3 +122,12 @@ def test_cli_static_on_transformer(tiny, tmp_path: Path) -> None:
     done = run_cli("quantize", model, "-o", out, "--mode", "static", *args)
     assert done.returncode == 0, done.stderr
     assert '"precision": "int8"' in done.stdout
+
+
+def test_int8_embedding_table_round_trip_within_half_a_step() -> None:
+    table = np.random.default_rng(3).standard_normal((50, 256)).astype(np.float32)
+    data, scale, zero = quantize_table(table, 128)
+    restored = (data.reshape(50, 2, 128).astype(np.float64) - zero[..., None]) * scale[..., None]
+    error = np.abs(restored.reshape(50, 256) - table)
+    assert np.all(error <= np.repeat(scale, 128, axis=1) / 2 + 1e-6)
+    assert data.dtype == np.uint8 and error.max() > 0

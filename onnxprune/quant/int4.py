@@ -27,31 +27,15 @@ from onnxruntime.quantization.matmul_nbits_quantizer import (
 
 from onnxprune.data import Dataset
 from onnxprune.errors import InputError
+from onnxprune.quant.embeddings import embedding_gathers
 from onnxprune.quant.reader import DatasetReader
 from onnxprune.quant.rules import LayerDecision
 from onnxprune.quant.selection import block_quantize, layer_errors, most_sensitive
 
-__all__ = ["ALGORITHMS", "embedding_gathers", "quantize_int4_model"]
+__all__ = ["ALGORITHMS", "quantize_int4_model"]
 
 logger = logging.getLogger(__name__)
 ALGORITHMS = ("rtn", "hqq", "gptq")
-
-
-def embedding_gathers(model: onnx.ModelProto, block_size: int) -> dict[str, str | None]:
-    """Gather name -> None if its table can be block-quantized, else the reason it cannot."""
-    constants = {t.name: t for t in model.graph.initializer}
-    found: dict[str, str | None] = {}
-    for node in model.graph.node:
-        table = constants.get(node.input[0]) if node.op_type == "Gather" else None
-        if table is None:
-            continue
-        if table.data_type != onnx.TensorProto.FLOAT or len(table.dims) != 2:
-            found[node.name] = "not a float 2-D table"
-        elif table.dims[1] < block_size:
-            found[node.name] = f"rows of {table.dims[1]} values are shorter than one block"
-        else:
-            found[node.name] = None
-    return found
 
 
 def _config(algorithm: str, bits: int, block: int, symmetric: bool, data: Dataset | None, ops):

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from onnxprune.errors import InputError
+from onnxprune.quant.smooth import AUTO_ALPHAS
 
 __all__ = ["CALIBRATE_METHOD_NAMES", "INT4_ALGORITHMS", "MODES", "QuantizeOptions"]
 
@@ -26,10 +27,12 @@ class QuantizeOptions:
         block_size: int4 values per quantization block along the input axis.
         calibration: path of the calibration ``.npz``.
         calibrate_method: static: how activation ranges are chosen.
-        smooth_alpha: static: SmoothQuant migration strength; 0 turns it off.
+        smooth: static: SmoothQuant ``off``, ``auto`` (strength chosen per group of MatMuls by
+            simulated int8 error) or a strength in (0, 1) used where it lowers that error.
         bias_correction: static: put the mean output shift of each int8 layer back in its bias.
         symmetric: int4: symmetric blocks (default asymmetric).
-        embeddings: int4: also quantize embedding tables (``GatherBlockQuantized``).
+        embeddings: static and int4: also quantize embedding tables (``GatherBlockQuantized``,
+            8 or 4 bits).
         int8_ratio: int4: fraction of MatMuls, the most sensitive, kept at 8 bits.
         algorithm: int4: ``rtn``, ``hqq`` or ``gptq`` (needs calibration).
         max_evaluations: accuracy control: at most this many re-quantize-and-verify rounds.
@@ -41,13 +44,25 @@ class QuantizeOptions:
     block_size: int = 32
     calibration: str | None = None
     calibrate_method: str = "minmax"
-    smooth_alpha: float = 0.0
+    smooth: str = "off"
     bias_correction: bool = True
     symmetric: bool = False
     embeddings: bool = True
     int8_ratio: float = 0.0
     algorithm: str = "rtn"
     max_evaluations: int = 8
+
+    def smooth_alphas(self) -> tuple[float, ...]:
+        """The SmoothQuant strengths to try (empty: off)."""
+        if self.smooth in ("off", "auto"):
+            return () if self.smooth == "off" else AUTO_ALPHAS
+        try:
+            alpha = float(self.smooth)
+        except ValueError:
+            alpha = -1.0
+        if not 0.0 < alpha < 1.0:
+            raise InputError(f"--smooth must be off, auto or a number in (0, 1), got {self.smooth}")
+        return (alpha,)
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -61,8 +76,7 @@ class QuantizeOptions:
                 f"unknown calibration method '{self.calibrate_method}' "
                 f"({', '.join(CALIBRATE_METHOD_NAMES)})"
             )
-        if not 0.0 <= self.smooth_alpha < 1.0:
-            raise InputError(f"--smooth-alpha must be in [0, 1), got {self.smooth_alpha}")
+        self.smooth_alphas()
         if not 0.0 <= self.int8_ratio <= 1.0:
             raise InputError(f"--int8-ratio must be in [0, 1], got {self.int8_ratio}")
         if self.algorithm not in INT4_ALGORITHMS:

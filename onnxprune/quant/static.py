@@ -9,7 +9,9 @@
    with MinMax, Entropy or Percentile; ``MatMul``/``Gemm`` outputs stay float.
 5. ``KeepFloatConsumersPass``: consumers that the table keeps in float (residual ``Add``,
    ``LayerNormalization``, ``Shape``) read the float tensor, not its quantize-dequantize copy.
-6. Optional bias correction (``onnxprune.quant.bias``) of the int8 ``MatMul``s.
+6. Bias correction (``onnxprune.quant.bias``) of the int8 ``MatMul``s; the measured
+   per-layer output errors it computes go into the plan and rank layers for accuracy control.
+7. Embedding tables to 8-bit ``GatherBlockQuantized`` (``onnxprune.quant.embeddings``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-import numpy as np
 import onnx
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -28,6 +29,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from onnxprune.data import Dataset
 from onnxprune.quant.bias import BiasCorrectionPass, fake_quant_layers
 from onnxprune.quant.capture import capture_rows
+from onnxprune.quant.embeddings import QuantizeEmbeddingsPass, block_for, embedding_gathers
 from onnxprune.quant.reader import DatasetReader
 from onnxprune.quant.rules import (
     INT8_CARRIER_OPS,
@@ -47,6 +49,7 @@ CALIBRATE_METHODS = {
     "entropy": CalibrationMethod.Entropy,
     "percentile": CalibrationMethod.Percentile,
 }
+EMBEDDING_BLOCK = 128
 # Ops through which onnxruntime moves int8 tensors unchanged (QDQ propagation).
 _INT8_MOVERS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten")
 
@@ -108,11 +111,9 @@ class KeepFloatConsumersPass:
         return rewired
 
 
-def _smooth(model: onnx.ModelProto, int8: set[str], data: Dataset, alpha: float) -> list[str]:
-    tensors = list(smoothable_groups(model, int8))
-    rows = capture_rows(model, tensors, data)
-    absmax = {name: np.abs(r).max(axis=0) for name, r in rows.items()}
-    return SmoothQuantPass(absmax, alpha).call(model, int8)
+def _smooth(model: onnx.ModelProto, int8: set[str], data: Dataset, alphas) -> list[str]:
+    rows = capture_rows(model, list(smoothable_groups(model, int8)), data)
+    return SmoothQuantPass(rows, tuple(alphas)).call(model, int8)
 
 
 def quantize_static_file(
@@ -122,8 +123,9 @@ def quantize_static_file(
     excluded: Mapping[str, str],
     per_channel: bool = True,
     method: str = "minmax",
-    smooth_alpha: float = 0.0,
+    smooth_alphas: tuple[float, ...] = (),
     bias_correction: bool = True,
+    embeddings: bool = True,
     external: bool = False,
 ) -> tuple[list[LayerDecision], dict]:
     """Quantize the pre-processed model at ``prepared`` into ``target``.
@@ -134,7 +136,7 @@ def quantize_static_file(
     model = onnx.load(str(prepared))
     plan = static_plan(model, excluded)
     int8 = {d.node for d in plan if d.precision == "int8"}
-    smoothed = _smooth(model, int8, data, smooth_alpha) if smooth_alpha > 0 else []
+    smoothed = _smooth(model, int8, data, smooth_alphas) if smooth_alphas else []
     smoothed_path = prepared.with_name("smoothed.onnx")
     onnx.save(model, str(smoothed_path), save_as_external_data=external)
     quantize_static(
@@ -155,11 +157,25 @@ def quantize_static_file(
     rewired = KeepFloatConsumersPass().call(quantized)
     corrector = _bias_corrector(model, quantized, data, bias_correction)
     corrected = corrector.call(quantized)
+    plan += _quantize_embeddings(quantized, excluded) if embeddings else []
     onnx.save(quantized, str(target), save_as_external_data=external)
     summary = {"smoothed_tensors": len(smoothed), "float_consumers_rewired": rewired}
     errors = dict(sorted(corrector.errors.items(), key=lambda item: (-item[1], item[0])))
     plan = [_with_error(d, errors) for d in plan]
     return plan, {**summary, "bias_corrected_layers": corrected, "layer_errors": errors}
+
+
+def _quantize_embeddings(model: onnx.ModelProto, excluded: Mapping[str, str]) -> list:
+    tables = embedding_gathers(model, 16)
+    chosen = {n for n, reason in tables.items() if reason is None and n not in excluded}
+    QuantizeEmbeddingsPass({n: block_for(model, n, EMBEDDING_BLOCK) for n in chosen}).call(model)
+    plan = []
+    for name, reason in sorted(tables.items()):
+        if name in chosen:
+            plan.append(LayerDecision(name, "Gather", "int8", "embedding table (8-bit blocks)"))
+        else:
+            plan.append(LayerDecision(name, "Gather", "float", excluded.get(name, reason or "")))
+    return plan
 
 
 def _with_error(decision: LayerDecision, errors: dict[str, float]) -> LayerDecision:
