@@ -92,9 +92,9 @@ def _static(source, target, options: QuantizeOptions, excluded, calibration, ext
     return {"pre_processing": steps, **summary, "layers": layers}
 
 
-def _int4(source, target, options: QuantizeOptions, excluded, calibration, external) -> dict:
+def _int4(proto: onnx.ModelProto, options: QuantizeOptions, excluded, calibration) -> tuple:
     model, plan, errors = quantize_int4_model(
-        onnx.load(str(source)),
+        proto,
         excluded,
         block_size=options.block_size,
         symmetric=options.symmetric,
@@ -103,9 +103,16 @@ def _int4(source, target, options: QuantizeOptions, excluded, calibration, exter
         int8_ratio=options.int8_ratio,
         data=calibration,
     )
-    onnx.save(model, str(target), save_as_external_data=external)
     ranked = dict(sorted(errors.items(), key=lambda item: (-item[1], item[0])))
-    return {"layers": [d.as_dict() for d in plan], "layer_errors": ranked}
+    return model, {"layers": [d.as_dict() for d in plan], "layer_errors": ranked}
+
+
+def _int4_in_memory(source: ir.Model, options, excluded, calibration) -> tuple[ir.Model, dict]:
+    # int4 works on the in-memory model: no temporary copies of a model onnxruntime's
+    # weight-only quantizer reads and writes as a protobuf anyway.
+    ir.external_data.load_to_model(source)
+    proto, details = _int4(ir.serde.serialize_model(source), options, excluded, calibration)
+    return ir.serde.deserialize_model(proto), details
 
 
 def _run_tool(source, target, options, excluded, calibration, external) -> dict:
@@ -113,7 +120,9 @@ def _run_tool(source, target, options, excluded, calibration, external) -> dict:
         return _dynamic(source, target, options, excluded, external)
     if options.mode == "static":
         return _static(source, target, options, excluded, calibration, external)
-    return _int4(source, target, options, excluded, calibration, external)
+    model, details = _int4(onnx.load(str(source)), options, excluded, calibration)
+    onnx.save(model, str(target), save_as_external_data=external)
+    return details
 
 
 def _excluded(candidates: list[str], options: QuantizeOptions, extra: tuple[str, ...]) -> dict:
@@ -138,6 +147,26 @@ def quantize_model_file(
     external = uses_external_data(source)
     candidates = quantizable_nodes(source, options.mode)
     excluded = _excluded(candidates, options, extra_exclude)
+    protected = protected or (Path(model),)
+    if options.mode == "int4" and not external:
+        try:
+            quantized, details = _int4_in_memory(source, options, excluded, calibration)
+        except (ValueError, RuntimeError, AssertionError) as error:
+            raise InputError(f"onnxruntime quantization failed: {error}") from error
+        save_model(quantized, output, protected=protected)
+    else:
+        details = _through_files(source, output, options, excluded, calibration, protected)
+    return {
+        **asdict(options),
+        "quantizable_nodes": len(candidates),
+        "excluded_nodes": sorted(excluded),
+        "seconds": round(time.perf_counter() - start, 2),
+        **details,
+    }
+
+
+def _through_files(source: ir.Model, output, options, excluded, calibration, protected) -> dict:
+    external = uses_external_data(source)
     with tempfile.TemporaryDirectory(prefix="onnxprune-quantize-") as folder:
         # onnxruntime's quantizers see the normalised model (Constant and subgraph weights
         # lifted to initializers, every node named), as every other command does.
@@ -153,16 +182,5 @@ def quantize_model_file(
             details = _run_tool(normalized, target, options, excluded, calibration, external)
         except (ValueError, RuntimeError, AssertionError, onnx.checker.ValidationError) as error:
             raise InputError(f"onnxruntime quantization failed: {error}") from error
-        save_model(
-            load_model(target),
-            output,
-            protected=protected or (Path(model),),
-            external_data=external,
-        )
-    return {
-        **asdict(options),
-        "quantizable_nodes": len(candidates),
-        "excluded_nodes": sorted(excluded),
-        "seconds": round(time.perf_counter() - start, 2),
-        **details,
-    }
+        save_model(load_model(target), output, protected=protected, external_data=external)
+    return details

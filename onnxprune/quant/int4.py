@@ -30,7 +30,7 @@ from onnxprune.errors import InputError
 from onnxprune.quant.embeddings import embedding_gathers
 from onnxprune.quant.reader import DatasetReader
 from onnxprune.quant.rules import LayerDecision
-from onnxprune.quant.selection import block_quantize, layer_errors, most_sensitive
+from onnxprune.quant.selection import block_quantize, layer_errors, matmul_weights, most_sensitive
 
 __all__ = ["ALGORITHMS", "quantize_int4_model"]
 
@@ -61,6 +61,28 @@ def _run(model: onnx.ModelProto, config, exclude: set[str]) -> onnx.ModelProto:
     return quantizer.model.model
 
 
+def _matmul_plan(names, errors, excluded, int8) -> list[LayerDecision]:
+    plan = []
+    for name in sorted(names):
+        why = f"int4 output error {errors[name]:.4f}" if name in errors else "constant weight"
+        if name in excluded:
+            plan.append(LayerDecision(name, "MatMul", "float", excluded[name]))
+        elif name in int8:
+            plan.append(LayerDecision(name, "MatMul", "int8", f"among the most sensitive: {why}"))
+        else:
+            plan.append(LayerDecision(name, "MatMul", "int4", why))
+    return plan
+
+
+def _gather_plan(tables, gathers, excluded) -> list[LayerDecision]:
+    plan = []
+    for name, reason in sorted(tables.items()):
+        reason = excluded.get(name, reason)
+        precision = "int4" if name in gathers else "float"
+        plan.append(LayerDecision(name, "Gather", precision, reason or "embedding table"))
+    return plan
+
+
 def quantize_int4_model(
     model: onnx.ModelProto,
     excluded: Mapping[str, str],
@@ -71,37 +93,25 @@ def quantize_int4_model(
     int8_ratio: float = 0.0,
     data: Dataset | None = None,
 ) -> tuple[onnx.ModelProto, list[LayerDecision], dict[str, float]]:
-    """Quantize ``model``'s weights; returns the model, the plan and the per-layer int4 errors."""
+    """Quantize ``model``'s weights; returns the model, the plan and the per-layer int4 errors
+    (measured only with calibration data or ``int8_ratio``; empty otherwise)."""
     if algorithm == "gptq" and (data is None or excluded):
         raise InputError(
             "algorithm gptq needs calibration data and quantizes every MatMul (no exclusions)"
         )
+    names = set(matmul_weights(model, load=False))
     quantizer = partial(block_quantize, bits=4, block=block_size, symmetric=symmetric)
-    errors = layer_errors(model, quantizer, data, None)
-    candidates = {name: e for name, e in errors.items() if name not in excluded}
-    int8 = set(most_sensitive(candidates, int8_ratio))
+    errors = layer_errors(model, quantizer, data, None) if data or int8_ratio else {}
+    int8 = set(most_sensitive({n: e for n, e in errors.items() if n not in excluded}, int8_ratio))
     tables = embedding_gathers(model, block_size) if embeddings else {}
-    plan = [
-        LayerDecision(n, "MatMul", "float", excluded[n]) for n in sorted(errors) if n in excluded
-    ]
     if int8:
         config = _config("rtn", 8, block_size, symmetric, data, ("MatMul",))
-        model = _run(model, config, set(errors) - int8)
+        model = _run(model, config, names - int8)
     gathers = {n for n, reason in tables.items() if reason is None and n not in excluded}
     ops = ("MatMul", "Gather") if gathers and algorithm == "rtn" else ("MatMul",)
     skip = set(excluded) | {n for n in tables if n not in gathers}
     model = _run(model, _config(algorithm, 4, block_size, symmetric, data, ops), skip)
     if gathers and algorithm != "rtn":
         model = _run(model, _config("rtn", 4, block_size, symmetric, data, ("Gather",)), skip)
-    for name in sorted(candidates):
-        why = f"int4 output error {errors[name]:.4f}"
-        if name in int8:
-            plan.append(LayerDecision(name, "MatMul", "int8", f"among the most sensitive: {why}"))
-        else:
-            plan.append(LayerDecision(name, "MatMul", "int4", why))
-    for name, reason in sorted(tables.items()):
-        if name in excluded:
-            reason = excluded[name]
-        precision = "int4" if name in gathers else "float"
-        plan.append(LayerDecision(name, "Gather", precision, reason or "embedding table"))
+    plan = _matmul_plan(names, errors, excluded, int8) + _gather_plan(tables, gathers, excluded)
     return model, plan, errors

@@ -43,8 +43,11 @@ def block_quantize(weight: np.ndarray, bits: int, block: int, symmetric: bool) -
     return result.reshape(-1, cols)[:rows]
 
 
-def matmul_weights(model: onnx.ModelProto, nodes: set[str] | None = None) -> dict[str, tuple]:
-    """MatMul name -> (activation input name, float64 weight) for 2-D constant weights."""
+def matmul_weights(
+    model: onnx.ModelProto, nodes: set[str] | None = None, load: bool = True
+) -> dict[str, tuple]:
+    """MatMul name -> (activation input name, float64 weight or None if not ``load``) for
+    2-D float constant weights."""
     constants = {t.name: t for t in model.graph.initializer}
     found = {}
     for node in model.graph.node:
@@ -54,7 +57,8 @@ def matmul_weights(model: onnx.ModelProto, nodes: set[str] | None = None) -> dic
             continue
         tensor = constants[node.input[1]]
         if len(tensor.dims) == 2 and tensor.data_type == onnx.TensorProto.FLOAT:
-            found[node.name] = (node.input[0], numpy_helper.to_array(tensor).astype(np.float64))
+            weight = numpy_helper.to_array(tensor).astype(np.float64) if load else None
+            found[node.name] = (node.input[0], weight)
     return found
 
 
