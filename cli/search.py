@@ -82,10 +82,18 @@ auto_options = _stack(
     click.option(
         "--search-margin",
         type=float,
-        default=0.2,
+        default=0.0,
         show_default=True,
         help="--auto: on the selection half, drop limits are tightened by this fraction "
         "(minimum agreement/cosine moved as far towards 1), against the winner's curse.",
+    ),
+    click.option(
+        "--search-z",
+        type=float,
+        default=1.0,
+        show_default=True,
+        help="--auto: on the selection half, every accuracy drop (overall and per group) is "
+        "judged as drop + Z x its paired standard error; 0: the point value.",
     ),
     click.option(
         "--search-tolerance",
@@ -125,8 +133,9 @@ _AUTO_ONLY = {
     "search_precisions": None,
     "search_log": None,
     "resume": False,
-    "search_margin": 0.2,
+    "search_margin": 0.0,
     "search_tolerance": 0.02,
+    "search_z": 1.0,
 }
 
 
@@ -148,6 +157,7 @@ def _auto_options(params: dict[str, Any], output: Path) -> AutoOptions:
         resume=params["resume"],
         margin=params["search_margin"],
         tolerance=params["search_tolerance"],
+        z=params["search_z"],
     )
 
 

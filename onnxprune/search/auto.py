@@ -263,6 +263,7 @@ def auto_compress(
             log,
             budget,
             repair,
+            z=options.z,
         )
         curve_data = _curve_data(calibration, selection, options.curve_samples)
         curves, trace = _run_search(

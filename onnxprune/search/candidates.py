@@ -20,6 +20,7 @@ from onnxprune.data import Dataset
 from onnxprune.pruning import PruneOptions
 from onnxprune.repair.options import RepairOptions
 from onnxprune.search.bisect import Budget, Outcome
+from onnxprune.search.bound import bounded
 from onnxprune.search.build import STRUCTURED, CandidateBuilder, split_method
 from onnxprune.search.log import SearchLog
 from onnxprune.verify import Gates, VerifyOptions, evaluate_gates, verify_models
@@ -99,6 +100,7 @@ class Evaluator:
     best: Outcome | None = None
     seen: dict[str, Outcome] = field(default_factory=dict)
     methods: tuple[str, ...] = ()
+    z: float = 0.0  # gates judged on drop + z * paired SE (``bound``)
 
     def build(self, method: str, allocation: dict[str, float], source: Path, out: Path) -> dict:
         """Write the candidate to ``out``; its sections (see ``build.CandidateBuilder``)."""
@@ -149,7 +151,8 @@ class Evaluator:
         groups = replace(self.verify_options.groups, bootstrap=0)
         quick = replace(self.verify_options, latency_runs=0, groups=groups)
         verification = verify_models(self.baseline, candidate, quick, self.selection)
-        gates = evaluate_gates(self.gates, verification)
+        judged = bounded(verification, self.z)
+        gates = evaluate_gates(self.gates, judged)
         passed = all(g["passed"] for g in gates)
         record = {
             "method": method,
@@ -158,6 +161,11 @@ class Evaluator:
             "objective": self._objective(method, pruning, verification),
             "sparsity": _sparsity(pruning, allocation),
             "selection": summary(verification, gates),
+            "bound": {
+                k: v
+                for k, v in summary(judged, []).items()
+                if k in ("accuracy_drop", "worst_group_drop")
+            },
         }
         self.log.record(key, record)
         outcome = Outcome(key, passed, record["objective"], allocation, record)

@@ -5,7 +5,8 @@ a few variants on the selection half by their worst-group drop is what lowers it
 search never saw. So, for every unstructured method searched, the uniform allocation at the
 best candidate's achieved sparsity is verified too; then every passing candidate whose
 objective is within ``tolerance`` (a fraction) of the best competes on the selection half's
-worst-group drop, then accuracy drop, then objective.
+worst-group drop, then accuracy drop, then objective, each as its upper confidence bound
+(``bound``) when ``--search-z`` is on: a drop that rests on fewer flipped rows wins.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def variants(
 
 
 def _fairness(outcome: Outcome) -> tuple[float, float, float]:
-    selection = outcome.record["selection"]
+    selection = outcome.record.get("bound") or outcome.record["selection"]
     worst = selection.get("worst_group_drop")
     drop = selection.get("accuracy_drop")
     return (
@@ -62,7 +63,8 @@ def _fairness(outcome: Outcome) -> tuple[float, float, float]:
 
 def choose_fairest(evaluator: Evaluator, tolerance: float) -> Outcome | None:
     """Among passing candidates within ``tolerance`` of the best objective, the one with the
-    lowest worst-group drop (then accuracy drop, then objective) on the selection half."""
+    lowest worst-group drop (then accuracy drop, then objective) on the selection half, each
+    as its upper confidence bound when the search uses one (``bound``)."""
     best = evaluator.best
     if best is None:
         return None

@@ -25,8 +25,9 @@ class AutoOptions:
 
     ``methods`` empty means every method the data allows (magnitude; with calibration data
     also wanda and sparsegpt). ``steps`` bisection steps and ``reverts`` greedy reverts per
-    method; ``curve_samples`` calibration samples for the sensitivity curves; ``margin``
-    tightens the gates on the selection half (``candidates.tightened``); candidates within
+    method; ``curve_samples`` calibration samples for the sensitivity curves; on the selection
+    half the gates judge every accuracy drop as ``drop + z * paired SE`` (``bound``) and
+    ``margin`` tightens them by a fixed share (``candidates.tightened``); candidates within
     ``tolerance`` of the best objective compete on fairness (``choose.choose_fairest``).
     """
 
@@ -42,8 +43,9 @@ class AutoOptions:
     schedule: str = "oneshot"
     resume: bool = False
     curve_samples: int = 128
-    margin: float = 0.2
+    margin: float = 0.0
     tolerance: float = 0.02
+    z: float = 1.0
     precisions: tuple[str, ...] = ()
 
     def validate(self, has_calibration: bool) -> None:
@@ -73,6 +75,8 @@ class AutoOptions:
             raise InputError(f"--search-margin must be in [0, 1), got {self.margin}")
         if not 0.0 <= self.tolerance < 1.0:
             raise InputError(f"--search-tolerance must be in [0, 1), got {self.tolerance}")
+        if not 0.0 <= self.z <= 5.0:
+            raise InputError(f"--search-z must be in [0, 5], got {self.z}")
         if self.steps < 0 or self.reverts < 0 or self.curve_samples < 1:
             raise InputError("bisection steps and reverts must be >= 0, curve samples >= 1")
 

@@ -49,6 +49,7 @@ def _section(
         "seed": options.seed,
         "margin": options.margin,
         "tolerance": options.tolerance,
+        "z": options.z,
         "selection_gates": asdict(evaluator.gates),
         "split": {
             "selection": evaluator.selection.samples,
