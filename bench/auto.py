@@ -14,7 +14,8 @@ configurations (int8 alone, structured FFN at 25/50%), each verified on the same
 half; the fastest fixed configuration holding cosine >= 0.95 is timed against the search's
 model, interleaved in one process. Run it once, last: it takes up to 20 minutes on 2 cores.
 
-    python bench/auto.py tabular [--seeds 0 1 2 3 4] [--no-repair]
+    python bench/auto.py tabular [--seeds 0 1 2 3 4] [--no-repair] [--precisions int8,float]
+        [--z 1] [--results auto_tabular]
     python bench/auto.py minilm
 Writes ``bench/results/auto_tabular.json`` / ``auto_minilm.json``.
 """
@@ -73,7 +74,7 @@ def _quality(report: dict) -> dict:
     }
 
 
-def tabular_run(name: str, seed: int, repair: bool) -> dict:
+def tabular_run(name: str, seed: int, repair: bool, searched: list[str]) -> dict:
     model, data = FIXTURES / f"{name}.onnx", FIXTURES / f"{name}-eval.npz"
     calibration = FIXTURES / f"{name}-calibration.npz"
     tag = f"{name}-s{seed}{'-repair' if repair else ''}"
@@ -92,6 +93,7 @@ def tabular_run(name: str, seed: int, repair: bool) -> dict:
             "size",
             "--seed",
             str(seed),
+            *searched,
             *extra,
             *COMMON,
             "-o",
@@ -112,12 +114,15 @@ def tabular_run(name: str, seed: int, repair: bool) -> dict:
     chosen = search["chosen"]
     half = confirmation_half(model, data, seed, WORK / f"{tag}-confirmation.npz")
     method = chosen["method"]
+    base, _, precision = method.partition("+")
+    quantize = ["--quantize", precision] if precision else []
     fixed = run_cli(
         [
             "compress",
             str(model),
             "--method",
-            method,
+            base,
+            *quantize,
             "--target-sparsity",
             f"{chosen['sparsity']:.6f}",
             "--calibration",
@@ -143,23 +148,23 @@ def tabular_run(name: str, seed: int, repair: bool) -> dict:
     return result
 
 
-def tabular(seeds: list[int], repairs: list[bool]) -> None:
+def tabular(seeds: list[int], repairs: list[bool], searched: list[str], name: str) -> None:
     runs = []
-    for name in ("adult_mlp", "compas_mlp"):
+    for data in ("adult_mlp", "compas_mlp"):
         for repair in repairs:
             for seed in seeds:
-                run = tabular_run(name, seed, repair)
+                run = tabular_run(data, seed, repair, searched)
                 runs.append(run)
                 auto = run.get("auto", {})
                 print(
-                    f"{name} seed {seed} repair {repair}: {run['verdict']}; "
+                    f"{data} seed {seed} repair {repair}: {run['verdict']}; "
                     f"sparsity {run.get('sparsity', 0):.3f} ({run.get('method')}), "
                     f"{run['evaluated']} candidates, {run['seconds']:.0f} s; worst group "
                     f"{auto.get('worst_group_drop')} vs fixed "
                     f"{run.get('fixed', {}).get('worst_group_drop')}",
                     flush=True,
                 )
-    print(f"wrote {write_results('auto_tabular', {'runs': runs})}")
+    print(f"wrote {write_results(name, {'search_options': searched, 'runs': runs})}")
 
 
 def minilm() -> None:
@@ -248,10 +253,16 @@ def main() -> None:
     parser.add_argument("which", choices=("tabular", "minilm"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--no-repair", action="store_true", help="tabular: only without repair")
+    parser.add_argument("--precisions", default=None, help="tabular: --search-precisions")
+    parser.add_argument("--z", default=None, help="tabular: --search-z")
+    parser.add_argument("--results", default="auto_tabular", help="tabular: results file stem")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     if args.which == "tabular":
-        tabular(args.seeds, [False] if args.no_repair else [False, True])
+        searched = ["--search-precisions", args.precisions] if args.precisions else []
+        searched += ["--search-z", args.z] if args.z else []
+        repairs = [False] if args.no_repair else [False, True]
+        tabular(args.seeds, repairs, searched, args.results)
     else:
         minilm()
 

@@ -114,6 +114,8 @@ def _auto(tmp_path: Path, name: str, *extra: object):
         ADULT_CALIBRATION,
         "--search-methods",
         "magnitude",
+        "--search-precisions",
+        "float",
         "--max-accuracy-drop",
         "0.01",
         "-o",

@@ -8,6 +8,7 @@ from test_search import ADULT, ADULT_CALIBRATION, ADULT_DATA, QUICK, run_cli
 
 from onnxprune.fairness import fairness_metrics
 from onnxprune.groups import GroupOptions
+from onnxprune.search import AutoOptions
 from onnxprune.search.bisect import Outcome
 from onnxprune.search.bound import bounded, paired_se
 from onnxprune.search.choose import choose_fairest
@@ -102,3 +103,28 @@ def test_search_z_is_reported_and_checked(tmp_path):
     assert bad.returncode == 2
     assert "--search-z" in bad.output
     assert not (tmp_path / "bad.onnx").exists()
+
+
+def test_the_size_objective_searches_int8_by_default():
+    options = AutoOptions(log="x")
+    assert options.searched_methods(True) == (
+        "magnitude+int8",
+        "magnitude",
+        "wanda+int8",
+        "wanda",
+        "sparsegpt+int8",
+        "sparsegpt",
+    )
+    macs = AutoOptions(log="x", objective="macs")
+    assert macs.searched_methods(False) == ("magnitude",)
+    floats = AutoOptions(log="x", precisions=("float",))
+    assert floats.searched_methods(False) == ("magnitude",)
+    gradual = AutoOptions(log="x", schedule="gradual")
+    assert gradual.searched_methods(False) == ("magnitude",)
+
+
+def test_gradual_schedule_refuses_int8(tmp_path):
+    base = ["compress", ADULT, "--auto", "--data", ADULT_DATA, "--schedule", "gradual"]
+    bad = run_cli(*base, "--search-precisions", "int8", "-o", tmp_path / "g.onnx", *QUICK)
+    assert bad.returncode == 2
+    assert "--schedule gradual prunes each step's model again; not magnitude+int8" in bad.output

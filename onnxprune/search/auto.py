@@ -87,6 +87,9 @@ def _check_supported(model: Path, options: AutoOptions, methods: tuple[str, ...]
         raise InputError(
             f"--schedule gradual raises unstructured sparsity; not with {structured[0]}"
         )
+    quantized = [m for m in methods if split_method(m)[1] != "float"]
+    if quantized and options.schedule == "gradual":
+        raise InputError(f"--schedule gradual prunes each step's model again; not {quantized[0]}")
 
 
 def _curve_data(calibration: Dataset | None, selection: Dataset, samples: int) -> Dataset:

@@ -85,7 +85,9 @@ class AutoOptions:
 
         Defaults: for ``latency``, structured FFN pruning in int8 (cheapest first) and float
         (unstructured zeros do not make onnxruntime faster); otherwise magnitude, and wanda
-        and sparsegpt with calibration data, in float.
+        and sparsegpt with calibration data, in int8 and float for ``size`` (compressed bytes:
+        int8 weights take a quarter; oneshot only: a gradual step prunes the last step's model)
+        and in float for ``macs``.
         """
         latency = self.objective == "latency"
         methods = self.methods or (
@@ -95,7 +97,8 @@ class AutoOptions:
             if has_calibration
             else ("magnitude",)
         )
-        precisions = self.precisions or (("int8", "float") if latency else ("float",))
+        quantized = latency or (self.objective == "size" and self.schedule == "oneshot")
+        precisions = self.precisions or (("int8", "float") if quantized else ("float",))
         expanded = (
             method if precision == "float" or "+" in method else f"{method}+{precision}"
             for method in methods
