@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import run_cli
+from conftest import FIXTURES, run_cli
 from quant_models import tiny_transformer, token_data
 
 from onnxprune.data import input_specs, load_dataset
@@ -131,3 +131,17 @@ def test_int8_embedding_table_round_trip_within_half_a_step() -> None:
     error = np.abs(restored.reshape(50, 256) - table)
     assert np.all(error <= np.repeat(scale, 128, axis=1) / 2 + 1e-6)
     assert data.dtype == np.uint8 and error.max() > 0
+
+
+def test_cnn_residual_stays_int8_so_every_conv_fuses(tmp_path: Path) -> None:
+    model = FIXTURES / "digits_cnn.onnx"
+    calibration = FIXTURES / "digits_cnn-calibration.npz"
+    data = load_dataset(calibration, input_specs(load_model(model)))
+    out = tmp_path / "cnn.onnx"
+    options = QuantizeOptions(mode="static", calibration=str(calibration))
+    quantize_model_file(model, out, options, data)
+    settings = ort.SessionOptions()
+    settings.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(out), settings, providers=["CPUExecutionProvider"])
+    fused = [n.op_type for n in onnx.load(settings.optimized_model_filepath).graph.node]
+    assert fused.count("QLinearConv") == 4 and "Conv" not in fused

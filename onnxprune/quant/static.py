@@ -82,7 +82,8 @@ def preprocess(source: Path, target: Path, external: bool) -> str:
 
 
 class KeepFloatConsumersPass:
-    """Rewire non-int8 consumers of each activation ``Q -> DQ`` pair to the float tensor.
+    """Rewire non-int8 consumers of each float-made activation ``Q -> DQ`` pair to the float
+    tensor.
 
     onnxruntime's QDQ quantizer puts one Q/DQ pair on a tensor and makes every consumer read the
     dequantized copy, so a residual ``Add`` or ``LayerNormalization`` beside an int8 ``MatMul``
@@ -97,7 +98,7 @@ class KeepFloatConsumersPass:
         for node in model.graph.node:
             quantize = producers.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
             if quantize is not None and quantize.op_type == "QuantizeLinear":
-                if node.input[0] not in constants and quantize.input[0] not in constants:
+                if node.input[0] not in constants and self._float_made(quantize, producers):
                     floats[node.output[0]] = quantize.input[0]
         rewired = 0
         for node in model.graph.node:
@@ -109,6 +110,17 @@ class KeepFloatConsumersPass:
                     rewired += 1
         logger.info("%d float consumers rewired to unquantized tensors", rewired)
         return rewired
+
+    @staticmethod
+    def _float_made(quantize: onnx.NodeProto, producers: dict) -> bool:
+        # A tensor that an int8 op writes (a Conv fused into QLinearConv, a Relu or pool between
+        # int8 convolutions) stays int8 for all its readers: rewiring one of them would break
+        # onnxruntime's fusion and leave the Conv in float (a CNN's residual Add).
+        producer = producers.get(quantize.input[0])
+        if producer is None:
+            return True
+        int8_out = set(INT8_OPS) - set(OUTPUT_FLOAT_OPS)
+        return producer.op_type not in int8_out and producer.op_type not in INT8_CARRIER_OPS
 
 
 def _smooth(model: onnx.ModelProto, int8: set[str], data: Dataset, alphas) -> list[str]:
