@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from test_search import ADULT, ADULT_CALIBRATION, ADULT_DATA, QUICK, run_cli
@@ -128,3 +130,25 @@ def test_gradual_schedule_refuses_int8(tmp_path):
     bad = run_cli(*base, "--search-precisions", "int8", "-o", tmp_path / "g.onnx", *QUICK)
     assert bad.returncode == 2
     assert "--schedule gradual prunes each step's model again; not magnitude+int8" in bad.output
+
+
+def test_the_search_judges_candidates_by_the_bound(tmp_path):
+    out = tmp_path / "w.onnx"
+    args = ["compress", ADULT, "--auto", "--data", ADULT_DATA, "--calibration", ADULT_CALIBRATION]
+    args += ["--search-methods", "magnitude", "--search-precisions", "float", "--max-evals", "4"]
+    args += ["--max-accuracy-drop", "0.01", "--max-group-drop", "0.02", "--search-z", "2"]
+    assert run_cli(*args, "-o", out, *QUICK).returncode in (0, 1)
+    log = (tmp_path / "w.onnx.search.jsonl").read_text()
+    lines = [json.loads(line) for line in log.splitlines()]
+    records = [line.get("record", line) for line in lines]
+    records = [r for r in records if "selection" in r]
+    point_only = 0
+    for record in records:
+        point, bound = record["selection"], record["bound"]
+        assert bound["accuracy_drop"] >= point["accuracy_drop"]
+        assert bound["worst_group_drop"] >= point["worst_group_drop"]
+        held = bound["accuracy_drop"] <= 0.01 + 1e-9 and bound["worst_group_drop"] <= 0.02 + 1e-9
+        assert record["passed"] == held
+        point_held = point["accuracy_drop"] <= 0.01 and point["worst_group_drop"] <= 0.02
+        point_only += point_held and not held
+    assert point_only >= 1  # a candidate that passes on the point values is rejected
