@@ -221,6 +221,18 @@ def _accumulate(
             bar.update()
 
 
+def _refuse_non_finite(stats: dict[tuple, LayerStats]) -> None:
+    """Data-aware scores and reconstructions from NaN/inf activations are meaningless (and
+    SparseGPT's Hessian cannot be inverted): refuse, naming the first such layer input."""
+    for (tensor, _), layer in stats.items():
+        squares = layer.sum_sq if layer.gram is None else layer.gram
+        if not np.isfinite(squares).all():
+            raise InputError(
+                f"calibration activations of '{tensor}' are not finite (NaN or beyond float "
+                "range): check the calibration data's values"
+            )
+
+
 def statistics_in_groups(
     model: ir.Model,
     weights: list[PrunableWeight],
@@ -253,6 +265,7 @@ def statistics_in_groups(
         for group in groups:
             stats = {key: LayerStats(features_of[key], options.gram) for key in group}
             _accumulate((session, reference_session), batch, dataset, stats, mask_name, bar)
+            _refuse_non_finite(stats)
             logger.info("calibrated %d layer inputs on %d samples", len(stats), dataset.samples)
             yield {name: stats[key] for name, key in key_of.items() if key in stats}
         if bar is not None:
