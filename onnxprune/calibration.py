@@ -216,7 +216,8 @@ def _accumulate(
             reference_rows = (
                 view.rows(references[tensor], keep) if reference_session is not None else None
             )
-            layer.add(view.rows(outputs[tensor], keep), reference_rows)
+            with np.errstate(over="ignore", invalid="ignore"):  # refused after the pass
+                layer.add(view.rows(outputs[tensor], keep), reference_rows)
         if bar is not None:
             bar.update()
 

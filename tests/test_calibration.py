@@ -6,7 +6,7 @@ import numpy as np
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
-from conftest import FIXTURE_MODELS, parse_model
+from conftest import FIXTURE_MODELS, parse_model, run_cli
 
 from onnxprune import InputError, PruneOptions
 from onnxprune.activations import ConvView, weight_matrix
@@ -150,3 +150,18 @@ def test_sequential_stages_with_a_graph_input_fed_first_layer() -> None:
     calibration = load_dataset(data, input_specs(model))
     result = prune_model(model, PruneOptions(0.5, method="sparsegpt", sequential=True), calibration)
     assert abs(result.totals()["sparsity_after"] - 0.5) <= 0.005
+
+
+def test_overflowing_calibration_data_is_refused_in_one_line(tmp_path) -> None:
+    """Inputs near float32's limit overflow the activation statistics: SparseGPT's Hessian
+    cannot be inverted, so the command refuses (exit 2, one line) instead of crashing."""
+    model, data = FIXTURE_MODELS["adult_mlp"]
+    arrays = dict(np.load(data))
+    arrays["input"] = np.full_like(arrays["input"], 3e38)
+    np.savez(tmp_path / "c.npz", **arrays)
+    out = tmp_path / "out.onnx"
+    calibration = tmp_path / "c.npz"
+    run = run_cli("prune", model, "-o", out, "--method", "sparsegpt", "--calibration", calibration)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.count("\n") == 1 and "not finite" in run.stderr
+    assert not out.exists()
