@@ -160,10 +160,15 @@ def _peers(dense_path: Path, held: dict, dense: np.ndarray, skip_nncf: bool) -> 
             continue
         out = OUT / (tool.__name__ + ".onnx")
         start = time.perf_counter()
-        tool(dense_path, out)
-        rows.append(
-            _measure(label, kind, dense_path, out, time.perf_counter() - start, held, dense)
-        )
+        try:
+            tool(dense_path, out)
+            seconds = time.perf_counter() - start
+            rows.append(_measure(label, kind, dense_path, out, seconds, held, dense))
+        except Exception as error:  # a peer's failure is a result, not the end of the bench
+            message = str(error).strip().splitlines()[-1][:300]
+            rows.append({"tool": label, "kind": kind, "error": message})
+            print(f"{label:<44} {kind}  failed: {message}", flush=True)
+
     return rows
 
 
@@ -174,6 +179,9 @@ def table(rows: list[dict]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for row in rows:
+        if "error" in row:
+            lines.append(f"| {row['tool']} ({row['kind']}) | failed: {row['error']} | | | | |")
+            continue
         speed = [f"{row[k]:.2f}x" if k in row else "—" for k in ("speed_b1", "speed_b16")]
         lines.append(
             f"| {row['tool']} ({row['kind']}) | {row['cosine_mean']:.4f} | "
