@@ -73,13 +73,13 @@ def test_auto_exclude_keeps_sensitive_layers_in_float(tmp_path: Path) -> None:
         tmp_path / "q.onnx",
         options,
         _verify(name),
-        Gates(min_cosine=0.99999),
+        Gates(min_cosine=0.999999),  # dynamic int8 reaches 0.99999 at the quality batch of 1
         auto_exclude=True,
     )
     auto = report["quantization"]["auto_exclude"]
     assert auto["needed"] and auto["attempts"][0]["float_layers"] == 1
     assert auto["satisfied"] is report["passed"]
-    assert len(report["quantization"]["excluded_nodes"]) == auto["attempts"][-1]["float_layers"]
+    assert report["quantization"]["excluded_nodes"] == sorted(auto["float_layers"])
 
 
 def test_cleanup_folds_batchnorm_and_keeps_outputs(tmp_path: Path) -> None:
