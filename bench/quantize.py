@@ -51,13 +51,14 @@ def _matmul_weight_bytes(path: Path) -> int:
     """Bytes of the weights feeding MatMul / MatMulNBits nodes (scales and zero points too)."""
     model = onnx.load(str(path))
     sizes = {t.name: len(onnx.numpy_helper.to_array(t).tobytes()) for t in model.graph.initializer}
-    names = {
-        name
-        for node in model.graph.node
-        if node.op_type in ("MatMul", "MatMulNBits", "MatMulInteger")
-        for name in node.input[1:]
-        if name in sizes
-    }
+    matmuls = [
+        n for n in model.graph.node if n.op_type in ("MatMul", "MatMulNBits", "MatMulInteger")
+    ]
+    feeding = {name for node in matmuls for name in node.input[1:]}
+    # static QDQ: the int8 weight, its scale and zero point feed a DequantizeLinear first
+    dequantized = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    feeding |= {name for n in dequantized if n.output[0] in feeding for name in n.input}
+    names = {name for name in feeding if name in sizes}
     return sum(sizes[name] for name in names)
 
 
