@@ -27,6 +27,7 @@ from onnxprune.paths import check_writes, model_reads
 from onnxprune.report import write_json, write_text_atomic
 from onnxprune.search import OBJECTIVES
 from onnxprune.search.sweep import MAX_WORKERS, SweepOptions, run_sweep
+from onnxprune.structured.pipeline import StructuredOptions
 
 __all__ = ["sweep"]
 
@@ -100,6 +101,14 @@ def _sweep_lines(table: dict) -> list[str]:
     return lines
 
 
+def _default_method(params: dict[str, Any]) -> str:
+    """Structured sweeps rank units by an importance, unstructured ones by a method."""
+    if not params["structured"]:
+        return "magnitude"
+    options = StructuredOptions(importance=params["importance"])
+    return options.resolved_importance(params["calibration"] is not None)
+
+
 @click.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option(
@@ -112,9 +121,9 @@ def _sweep_lines(table: dict) -> list[str]:
 @click.option("--sparsities", required=True, help="Comma list, e.g. 0.3,0.5,0.7.")
 @click.option(
     "--methods",
-    default="magnitude",
-    show_default=True,
-    help="Comma list of methods (with --structured: importances).",
+    default=None,
+    help="Comma list of methods (default magnitude; with --structured: importances, default "
+    "the --importance value).",
 )
 @click.option(
     "--quantize",
@@ -149,7 +158,7 @@ def sweep(model: Path, output: Path, report: Path | None, as_json: bool, **param
             raise InputError(f"--{name.replace('_', '-')} does not go with sweep")
     options = SweepOptions(
         sparsities=_floats(params["sparsities"], "--sparsities"),
-        methods=_names(params["methods"]),
+        methods=_names(params["methods"] or _default_method(params)),
         quantize=_quantize_modes(params["quantize_list"]),
         objective=params["objective"],
         workers=params["workers"],

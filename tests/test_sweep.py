@@ -136,8 +136,6 @@ def test_structured_sweep_ranks_by_macs(tmp_path):
                 "-o",
                 prefix,
                 "--structured",
-                "--methods",
-                "l2",
                 "--sparsities",
                 "0.25,0.5",
                 "--objective",
@@ -151,3 +149,4 @@ def test_structured_sweep_ranks_by_macs(tmp_path):
     assert result.exit_code == 0, result.output
     rows = json.loads(prefix.with_suffix(".json").read_text())["rows"]
     assert rows[0]["objective"] > rows[1]["objective"]  # fewer MACs at 50%
+    assert {r["method"] for r in rows} == {"obs"}  # no --methods: prune's default importance
