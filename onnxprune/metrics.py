@@ -53,8 +53,9 @@ def _per_sample(output: np.ndarray) -> np.ndarray:
 def agreement_metrics(
     baseline: np.ndarray, candidate: np.ndarray, classification: bool = True
 ) -> dict:
-    """Cosine similarity per sample (mean and min), max abs difference, and for classifiers
-    top-1 agreement (None otherwise: argmax agreement means nothing on an embedding).
+    """Cosine similarity per sample (mean, min and the mean's standard error), max abs
+    difference, and for classifiers top-1 agreement (None otherwise: argmax agreement means
+    nothing on an embedding).
 
     An output of one value per sample (a score, a probability) has no per-sample direction: its
     cosine is taken over the samples, as one vector (``cosine_over: "samples"``)."""
@@ -76,6 +77,8 @@ def agreement_metrics(
         ),
         "cosine_mean": float(cosine.mean()),
         "cosine_min": float(cosine.min()),
+        # standard error of cosine_mean over the samples (0 for one vector): search bounds use it
+        "cosine_se": float(cosine.std() / np.sqrt(len(cosine))),
         "max_abs_diff": float(np.max(np.abs(base - cand))) if base.size else 0.0,
         "cosine_over": over,
     }

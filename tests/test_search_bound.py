@@ -10,6 +10,7 @@ from test_search import ADULT, ADULT_CALIBRATION, ADULT_DATA, QUICK, run_cli
 
 from onnxprune.fairness import fairness_metrics
 from onnxprune.groups import GroupOptions
+from onnxprune.metrics import agreement_metrics
 from onnxprune.search import AutoOptions
 from onnxprune.search.bisect import Outcome
 from onnxprune.search.bound import bounded, paired_se
@@ -65,6 +66,25 @@ def test_a_candidate_passing_the_point_gate_but_not_the_bound_is_rejected():
     assert judged[0]["value"] == pytest.approx(1 / 55 + np.sqrt((1 / 55 - 1 / 55**2) / 55))
     assert all(g["passed"] for g in evaluate_gates(gates, bounded(_flips(0), 1.0)))
     assert bounded(one_flip, 0.0) is one_flip
+
+
+def test_the_mean_cosine_is_judged_by_its_lower_bound():
+    """An embedding's mean cosine just above the budget, with a spread that makes it
+    uncertain, fails the bound; the same mean with no spread passes."""
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(64, 8))
+    cand = base + rng.normal(scale=0.35, size=base.shape) * rng.random((64, 1)) * 2
+    quality = agreement_metrics(base, cand, classification=False)
+    cosines = np.sum(base * cand, 1) / np.linalg.norm(base, axis=1) / np.linalg.norm(cand, axis=1)
+    assert quality["cosine_se"] == pytest.approx(np.std(cosines) / np.sqrt(64))
+    gates = Gates(min_cosine=quality["cosine_mean"] - quality["cosine_se"] / 2)
+    verification = {"data": {"samples": 64}, "quality": quality}
+    assert all(g["passed"] for g in evaluate_gates(gates, verification))
+    judged = bounded(verification, 1.0)
+    assert not evaluate_gates(gates, judged)[0]["passed"]
+    assert judged["quality"]["cosine_mean_point"] == quality["cosine_mean"]
+    steady = {**verification, "quality": {**quality, "cosine_se": 0.0}}
+    assert all(g["passed"] for g in evaluate_gates(gates, bounded(steady, 1.0)))
 
 
 def test_the_bound_covers_the_overall_drop_and_leaves_small_groups_out():

@@ -6,7 +6,10 @@ A drop measured on n samples is the mean of the paired per-sample differences
 differently, so ``mean(d^2)`` is at most the share of samples where they disagree
 (``1 - top1_agreement``), exactly that for a binary classifier with one label per sample;
 the bound is therefore closed-form from numbers every verification already has, and never
-narrower than the true one.
+narrower than the true one. The mean cosine to the original gets the lower bound
+``cosine_mean - z * cosine_se`` (the standard error of the per-sample cosines' mean): without
+it an embedding model's search chose a candidate at 0.9504 on the selection half that gave
+0.9487 on the confirmation half under a 0.95 budget.
 
 ``bounded`` replaces the overall drop and every group's drop (groups of at least the minimum
 size; smaller ones stay out of the gates) with ``drop + z * SE`` and recomputes each
@@ -56,7 +59,8 @@ def _bound_attribute(summary: dict, z: float) -> None:
 
 
 def bounded(verification: dict, z: float) -> dict:
-    """A copy of ``verification`` whose accuracy drops are upper confidence bounds."""
+    """A copy of ``verification`` whose accuracy drops are upper confidence bounds and whose
+    mean cosine is a lower one (``cosine_mean - z * cosine_se``)."""
     if z <= 0:
         return verification
     result = dict(verification)
@@ -65,6 +69,9 @@ def bounded(verification: dict, z: float) -> dict:
     quality["accuracy_drop"] = drop_bound(
         quality.get("accuracy_drop"), quality.get("top1_agreement"), samples, z
     )
+    if quality.get("cosine_mean") is not None and quality.get("cosine_se") is not None:
+        quality["cosine_mean_point"] = quality["cosine_mean"]
+        quality["cosine_mean"] -= z * quality["cosine_se"]
     for summary in (quality.get("groups") or {}).values():
         _bound_attribute(summary, z)
     result["quality"] = quality
