@@ -561,6 +561,15 @@ def _emit_repair(report: dict, as_json: bool, report_path: Path | None, out: Sta
     click.echo("\n".join([*lines, render_report(report)]))
 
 
+def _training_outputs(
+    student: Path, teacher: Path, params: dict[str, Any], output: Path, report: Path | None
+) -> StagedOutputs:
+    """Staged outputs of repair/adapt, checked against every file they read."""
+    reads = [*model_reads(student), *model_reads(teacher)]
+    reads += [params["calibration"], params["data"], params["validation"]]
+    return _outputs(reads, [*model_writes(output), report])
+
+
 @main.command()
 @click.argument("student", type=click.Path(path_type=Path))
 @click.option(
@@ -591,16 +600,7 @@ def repair(student: Path, output: Path, report: Path | None, as_json: bool, **pa
     options = repair_options_from(params, params["calibration"])
     require_torch()
     teacher = params["teacher"]
-    out = _outputs(
-        [
-            *model_reads(student),
-            *model_reads(teacher),
-            params["calibration"],
-            params["data"],
-            params["validation"],
-        ],
-        [*model_writes(output), report],
-    )
+    out = _training_outputs(student, teacher, params, output, report)
     result = repair_models(
         student, teacher, out(output), options, verify_options_from(params), gates_from(params)
     )
@@ -641,16 +641,7 @@ def adapt(model: Path, output: Path, report: Path | None, as_json: bool, **param
     options.validate()
     require_torch()
     teacher = params["teacher"] or model
-    out = _outputs(
-        [
-            *model_reads(model),
-            *model_reads(teacher),
-            params["calibration"],
-            params["data"],
-            params["validation"],
-        ],
-        [*model_writes(output), report],
-    )
+    out = _training_outputs(model, teacher, params, output, report)
     result = adapt_model(
         model, out(output), options, verify_options_from(params), gates_from(params), teacher
     )
