@@ -38,30 +38,14 @@ def test_pareto_front_marks_the_undominated_rows():
     assert pareto_front(rows) == [True, False, False, True]
 
 
-def _sweep(tmp_path, *extra):
+GRID = ("--sparsities", "0.5,0.9", "--methods", "magnitude,sparsegpt")
+
+
+def _sweep(tmp_path, *extra, grid=GRID):
+    """``onnxprune sweep`` on Adult; ``grid`` gives the sparsity (and method) options."""
     prefix = tmp_path / "table"
-    result = CliRunner().invoke(
-        main,
-        [
-            str(a)
-            for a in (
-                "sweep",
-                ADULT,
-                "--data",
-                DATA,
-                "--calibration",
-                CALIBRATION,
-                "-o",
-                prefix,
-                "--sparsities",
-                "0.5,0.9",
-                "--methods",
-                "magnitude,sparsegpt",
-                *QUICK,
-                *extra,
-            )
-        ],
-    )
+    args = ("sweep", ADULT, "--data", DATA, "--calibration", CALIBRATION, "-o", prefix)
+    result = CliRunner().invoke(main, [str(a) for a in (*args, *grid, *QUICK, *extra)])
     return result, prefix
 
 
@@ -121,31 +105,8 @@ def test_sweep_refuses_more_than_two_workers(tmp_path):
 def test_structured_sweep_ranks_by_macs(tmp_path):
     result, prefix = _sweep(tmp_path, "--structured", "--objective", "macs")
     assert result.exit_code == 2 and "unknown importance 'magnitude'" in result.output
-    prefix = tmp_path / "structured"
-    result = CliRunner().invoke(
-        main,
-        [
-            str(a)
-            for a in (
-                "sweep",
-                ADULT,
-                "--data",
-                DATA,
-                "--calibration",
-                CALIBRATION,
-                "-o",
-                prefix,
-                "--structured",
-                "--sparsities",
-                "0.25,0.5",
-                "--objective",
-                "macs",
-                "--min-agreement",
-                "0.5",
-                *QUICK,
-            )
-        ],
-    )
+    structured = ("--structured", "--objective", "macs", "--min-agreement", "0.5")
+    result, prefix = _sweep(tmp_path, *structured, grid=("--sparsities", "0.25,0.5"))
     assert result.exit_code == 0, result.output
     rows = json.loads(prefix.with_suffix(".json").read_text())["rows"]
     assert rows[0]["objective"] > rows[1]["objective"]  # fewer MACs at 50%
