@@ -1,0 +1,105 @@
+"""Quantization options (``quantize``, ``compress --quantize``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from cli.common_options import stack
+from onnxprune.quant.options import CALIBRATE_METHOD_NAMES, INT4_ALGORITHMS, QuantizeOptions
+
+__all__ = ["COMPRESS_QUANTIZE", "quantize_options", "quantize_options_from"]
+
+quantize_options = stack(
+    click.option(
+        "--per-channel/--per-tensor",
+        default=True,
+        show_default=True,
+        help="Quantization scale per output channel or per tensor (int8 modes).",
+    ),
+    click.option(
+        "--block-size",
+        type=int,
+        default=32,
+        show_default=True,
+        help="int4: weights per quantization block along the input axis.",
+    ),
+    click.option(
+        "--calibrate-method",
+        type=click.Choice(CALIBRATE_METHOD_NAMES),
+        default="minmax",
+        show_default=True,
+        help="static: how activation ranges are chosen from the calibration data.",
+    ),
+    click.option(
+        "--smooth",
+        default="off",
+        show_default=True,
+        help="static: SmoothQuant off, auto (strength per layer group by calibration error) "
+        "or a strength in (0, 1).",
+    ),
+    click.option(
+        "--bias-correction/--no-bias-correction",
+        default=True,
+        show_default=True,
+        help="static: put each int8 layer's mean output shift back into its bias.",
+    ),
+    click.option(
+        "--symmetric/--asymmetric",
+        default=False,
+        show_default=True,
+        help="int4: symmetric or asymmetric (zero point) blocks.",
+    ),
+    click.option(
+        "--embeddings/--no-embeddings",
+        default=True,
+        show_default=True,
+        help="static, int4: also quantize embedding tables (GatherBlockQuantized).",
+    ),
+    click.option(
+        "--int8-ratio",
+        type=float,
+        default=0.0,
+        show_default=True,
+        help="int4: fraction of MatMuls, the most sensitive by calibration error, kept at 8 bits.",
+    ),
+    click.option(
+        "--algorithm",
+        type=click.Choice(INT4_ALGORITHMS),
+        default="rtn",
+        show_default=True,
+        help="int4: rtn (round to nearest), hqq (data-free), gptq (needs --calibration).",
+    ),
+    click.option(
+        "--max-evaluations",
+        type=int,
+        default=8,
+        show_default=True,
+        help="--auto-exclude: at most this many re-quantize-and-verify rounds.",
+    ),
+)
+
+# compress --quantize choices -> quantization mode
+COMPRESS_QUANTIZE = {"int8": "dynamic", "int8-static": "static", "int4": "int4"}
+
+
+def quantize_options_from(params: dict[str, Any], mode: str, exclude: str | None):
+    calibration = params.get("calibration")
+    options = QuantizeOptions(
+        mode=mode,
+        per_channel=params["per_channel"],
+        exclude=exclude,
+        block_size=params["block_size"],
+        calibration=None if calibration is None else str(calibration),
+        calibrate_method=params["calibrate_method"],
+        smooth=params["smooth"],
+        bias_correction=params["bias_correction"],
+        symmetric=params["symmetric"],
+        embeddings=params["embeddings"],
+        int8_ratio=params["int8_ratio"],
+        algorithm=params["algorithm"],
+        max_evaluations=params["max_evaluations"],
+    )
+    options.validate()
+    return options
