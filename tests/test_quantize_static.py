@@ -76,9 +76,10 @@ def test_static_keeps_float_consumers_float(tiny, tmp_path: Path) -> None:
     for node in model.graph.node:
         if node.op_type in float_ops or node.name.endswith("residual"):
             assert all(producers.get(i) != "DequantizeLinear" for i in node.input), node.name
-    int8 = [n for n in model.graph.node if n.op_type == "MatMul"]
-    fed = [n.name for n in int8 if producers.get(n.input[1]) == "DequantizeLinear"]
+    int8 = [n for n in model.graph.node if n.op_type == "MatMulIntegerToFloat"]
+    fed = [n.name for n in int8 if producers.get(n.input[0]) == "QuantizeLinear"]
     assert sorted(fed) == sorted(f"{k}/MatMul" for k in ("q", "k", "v", "o", "ffn1", "ffn2"))
+    assert section["fused_matmuls"] == 6
     assert section["float_consumers_rewired"] > 0
     gather = next(n for n in model.graph.node if n.name == "embeddings/Gather")
     assert gather.op_type == "GatherBlockQuantized"

@@ -11,7 +11,9 @@
    ``LayerNormalization``, ``Shape``) read the float tensor, not its quantize-dequantize copy.
 6. Bias correction (``onnxprune.quant.bias``) of the int8 ``MatMul``s; the measured
    per-layer output errors it computes go into the plan and rank layers for accuracy control.
-7. Embedding tables to 8-bit ``GatherBlockQuantized`` (``onnxprune.quant.embeddings``).
+7. ``FuseIntegerMatMulPass``: each int8 ``MatMul`` and its bias ``Add`` become one
+   ``MatMulIntegerToFloat`` (onnxruntime's QDQ fusion leaves the bias ``Add`` separate).
+8. Embedding tables to 8-bit ``GatherBlockQuantized`` (``onnxprune.quant.embeddings``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from onnxprune.data import Dataset
 from onnxprune.quant.bias import BiasCorrectionPass, fake_quant_layers
 from onnxprune.quant.capture import capture_rows
 from onnxprune.quant.embeddings import QuantizeEmbeddingsPass, block_for, embedding_gathers
+from onnxprune.quant.fuse import FuseIntegerMatMulPass
 from onnxprune.quant.reader import DatasetReader
 from onnxprune.quant.rules import (
     INT8_CARRIER_OPS,
@@ -169,12 +172,14 @@ def quantize_static_file(
     rewired = KeepFloatConsumersPass().call(quantized)
     corrector = _bias_corrector(model, quantized, data, bias_correction)
     corrected = corrector.call(quantized)
+    fused = FuseIntegerMatMulPass().call(quantized)
     plan += _quantize_embeddings(quantized, excluded) if embeddings else []
     onnx.save(quantized, str(target), save_as_external_data=external)
     summary = {"smoothed_tensors": len(smoothed), "float_consumers_rewired": rewired}
     errors = dict(sorted(corrector.errors.items(), key=lambda item: (-item[1], item[0])))
     plan = [_with_error(d, errors) for d in plan]
-    return plan, {**summary, "bias_corrected_layers": corrected, "layer_errors": errors}
+    summary = {**summary, "bias_corrected_layers": corrected, "fused_matmuls": fused}
+    return plan, {**summary, "layer_errors": errors}
 
 
 def _quantize_embeddings(model: onnx.ModelProto, excluded: Mapping[str, str]) -> list:
