@@ -32,6 +32,7 @@ from onnxprune.data import Dataset
 from onnxprune.errors import InputError
 from onnxprune.ops import activation_view
 from onnxprune.runtime import create_session, fixed_batch, run_feed
+from onnxprune.staged import Slice, initializer_bytes, plan_slices
 from onnxprune.weights import PrunableWeight
 
 __all__ = [
@@ -58,6 +59,8 @@ class CalibrationOptions:
     threads: int = 0
     progress: bool | None = None  # None: a progress bar only on a terminal
     square_budget_bytes: int = 1 << 30  # Gram/cross matrices held at once (one pass each)
+    staged_above_bytes: int = 512 << 20  # bigger models are run a slice at a time
+    slice_bytes: int = 256 << 20  # initializer bytes per slice (onnxprune.staged)
 
 
 @dataclass
@@ -178,7 +181,7 @@ def _slots(weights: list[PrunableWeight], views: dict) -> tuple[dict[tuple, int]
     return features_of, key_of
 
 
-def _key_groups(features_of: dict[tuple, int], options: CalibrationOptions, crossed: bool):
+def key_groups(features_of: dict[tuple, int], options: CalibrationOptions, crossed: bool):
     """Consecutive layer inputs whose square matrices (Gram, cross products) fit the budget
     together; one group when no square matrix is accumulated."""
     if not options.gram and not crossed:
@@ -205,24 +208,29 @@ def _accumulate(
     fetched = sorted({tensor for tensor, _ in stats} - set(dataset.inputs))
     for start in range(0, dataset.samples, batch):
         feed = dataset.slice(start, start + batch)
-        outputs, references = dict(feed), dict(feed)
+        outputs, references = dict(feed), None
         if fetched:  # onnxruntime returns every output for an empty list
             outputs.update(zip(fetched, run_feed(session, fetched, feed, start), strict=True))
             if reference_session is not None:
                 reference_outputs = run_feed(reference_session, fetched, feed, start)
-                references.update(zip(fetched, reference_outputs, strict=True))
-        keep = feed.get(mask_name) if mask_name else None
-        for (tensor, view), layer in stats.items():
-            reference_rows = (
-                view.rows(references[tensor], keep) if reference_session is not None else None
-            )
-            with np.errstate(over="ignore", invalid="ignore"):  # refused after the pass
-                layer.add(view.rows(outputs[tensor], keep), reference_rows)
+                references = {**feed, **dict(zip(fetched, reference_outputs, strict=True))}
+        elif reference_session is not None:
+            references = feed
+        add_batch(stats, outputs, references, feed.get(mask_name) if mask_name else None)
         if bar is not None:
             bar.update()
 
 
-def _refuse_non_finite(stats: dict[tuple, LayerStats]) -> None:
+def add_batch(stats: dict, outputs: dict, references: dict | None, keep: np.ndarray | None) -> None:
+    """Add one batch of captured tensors (name -> array) to ``stats`` (key -> LayerStats);
+    ``keep`` is the batch's mask of real positions, if any."""
+    for (tensor, view), layer in stats.items():
+        reference_rows = view.rows(references[tensor], keep) if references is not None else None
+        with np.errstate(over="ignore", invalid="ignore"):  # refused after the pass
+            layer.add(view.rows(outputs[tensor], keep), reference_rows)
+
+
+def refuse_non_finite(stats: dict[tuple, LayerStats]) -> None:
     """Data-aware scores and reconstructions from NaN/inf activations are meaningless (and
     SparseGPT's Hessian cannot be inverted): refuse, naming the first such layer input."""
     for (tensor, _), layer in stats.items():
@@ -232,6 +240,20 @@ def _refuse_non_finite(stats: dict[tuple, LayerStats]) -> None:
                 f"calibration activations of '{tensor}' are not finite (NaN or beyond float "
                 "range): check the calibration data's values"
             )
+
+
+def _slices(
+    model: ir.Model, options: CalibrationOptions, reference: ir.Model | None, dataset: Dataset
+) -> list[Slice] | None:
+    """The slices to calibrate a big model in (``onnxprune.staged``), or None for one session."""
+    if reference is not None or dataset.samples == 0:
+        return None
+    if initializer_bytes(model) <= options.staged_above_bytes:
+        return None
+    slices = plan_slices(model, options.slice_bytes)
+    if slices is None:
+        logger.info("the graph has subgraphs or initialized inputs: calibrating it whole")
+    return slices
 
 
 def statistics_in_groups(
@@ -251,8 +273,14 @@ def statistics_in_groups(
     options = options or CalibrationOptions()
     views, _ = layer_views(model, weights)
     features_of, key_of = _slots(weights, views)
-    groups = _key_groups(features_of, options, reference is not None)
+    groups = key_groups(features_of, options, reference is not None)
     mask_name = detect_mask_input(dataset, options.mask_input)
+    slices = _slices(model, options, reference, dataset)
+    if slices is not None:
+        from onnxprune.staged_calibration import staged_groups  # it builds on this module
+
+        yield from staged_groups(model, slices, dataset, options, (features_of, key_of), mask_name)
+        return
     tensors = {tensor for tensor, _ in features_of}
     with tempfile.TemporaryDirectory(prefix="onnxprune-calibration-") as folder:
         session = create_session(capture_model(model, tensors, Path(folder)), options.threads)
@@ -266,7 +294,7 @@ def statistics_in_groups(
         for group in groups:
             stats = {key: LayerStats(features_of[key], options.gram) for key in group}
             _accumulate((session, reference_session), batch, dataset, stats, mask_name, bar)
-            _refuse_non_finite(stats)
+            refuse_non_finite(stats)
             logger.info("calibrated %d layer inputs on %d samples", len(stats), dataset.samples)
             yield {name: stats[key] for name, key in key_of.items() if key in stats}
         if bar is not None:
