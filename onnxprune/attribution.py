@@ -135,12 +135,18 @@ def global_drift(
     }
 
 
-def group_drift(rows: list[dict]) -> dict:
-    """Per group attribute: the per-sample metrics averaged per group, and the worst group."""
+def group_drift(rows: list[dict], order: dict[str, list[str]] | None = None) -> dict:
+    """Per group attribute: the per-sample metrics averaged per group, and the worst group.
+
+    Groups come in ``order`` (each attribute's names in report order) where given, else sorted
+    as text; groups with no explained sample are left out.
+    """
     result = {}
     for attribute in rows[0].get("groups", {}):
+        present = {r["groups"][attribute] for r in rows}
+        names = (order or {}).get(attribute) or sorted(present)
         groups = []
-        for value in sorted({r["groups"][attribute] for r in rows}):
+        for value in [n for n in names if n in present]:
             members = [r for r in rows if r["groups"][attribute] == value]
             groups.append({"group": value, "samples": len(members), **aggregate(members)})
         worst = min(groups, key=lambda g: g["agreement"])

@@ -29,6 +29,7 @@ from onnxprune.attribution import aggregate, compare, global_drift, group_drift,
 from onnxprune.batching import evaluation_batch
 from onnxprune.data import Dataset, input_specs
 from onnxprune.errors import InputError
+from onnxprune.groups import group_columns
 from onnxprune.normalize import load_normalized
 from onnxprune.occlusion import Occluder, make_occluder
 from onnxprune.runtime import create_session, fixed_batch
@@ -178,13 +179,22 @@ def check_explainable(
 def _per_sample(
     indices: list[int], before: np.ndarray, after: np.ndarray, k: int, dataset: Dataset
 ) -> list[dict]:
+    """Each sample's drift metrics, with its group names as the fairness report writes them."""
+    columns = group_columns(dataset.groups) if dataset.groups else {}
     rows = []
     for row, index in enumerate(indices):
         entry = {"index": index, **compare(before[row], after[row], k)}
-        if dataset.groups:
-            entry["groups"] = {a: str(c[index]) for a, c in sorted(dataset.groups.items())}
+        if columns:
+            entry["groups"] = {a: c.names[c.codes[index]] for a, c in columns.items()}
         rows.append(entry)
     return rows
+
+
+def _group_order(dataset: Dataset) -> dict[str, list[str]]:
+    """Group names per attribute in report order (numbers numerically, then text)."""
+    if not dataset.groups:
+        return {}
+    return {a: c.names for a, c in group_columns(dataset.groups).items()}
 
 
 def _worst(rows: list[dict], before: np.ndarray, after: np.ndarray, options) -> list[dict]:
@@ -240,7 +250,7 @@ def explain_models(
         "batched": {"baseline": scorers[0].batched, "candidate": scorers[1].batched},
         "aggregate": aggregate(rows),
         "global": global_drift(before, after, options.top_k, occluder.grid),
-        "groups": group_drift(rows),
+        "groups": group_drift(rows, _group_order(dataset)),
         "worst": _worst(rows, before, after, options),
         "per_sample": rows,
         "seconds": seconds,

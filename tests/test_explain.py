@@ -193,6 +193,20 @@ def test_per_group_drift(tmp_path: Path) -> None:
     assert all(r["groups"]["g"] == groups[r["index"]] for r in section["per_sample"])
 
 
+def test_group_names_match_the_fairness_report(tmp_path: Path) -> None:
+    """Bytes decoded, integers in numeric order (2 before 10), '' shown as (empty)."""
+    model = _linear(tmp_path / "m.onnx", _weights())
+    numbers = np.array([10, 2] * 20)
+    labels = np.array([b"x", b""] * 20)
+    data = _data(tmp_path / "d.npz", **{"group.n": numbers, "group.b": labels})
+    section = _explain(model, model, data, samples=12)
+    assert [g["group"] for g in section["groups"]["n"]["groups"]] == ["2", "10"]
+    assert [g["group"] for g in section["groups"]["b"]["groups"]] == ["(empty)", "x"]
+    for row in section["per_sample"]:
+        assert row["groups"]["n"] == str(numbers[row["index"]])
+        assert row["groups"]["b"] == (labels[row["index"]].decode() or "(empty)")
+
+
 def test_gate_fails_with_exit_1_and_refusals_exit_2(tmp_path: Path) -> None:
     weight = _weights()
     model, data = _linear(tmp_path / "m.onnx", weight), _data(tmp_path / "d.npz")
