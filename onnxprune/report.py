@@ -250,9 +250,8 @@ def _extra_lines(report: dict) -> list[str]:
         )
         auto = quantization.get("auto_exclude")
         if auto and auto.get("needed"):
-            verdict = "budget holds" if auto["satisfied"] else "budget NOT met even all-float"
             tried = ", ".join(str(a["float_layers"]) for a in auto["attempts"])
-            lines.append(f"  auto-exclude: tried {tried} float layer(s): {verdict}")
+            lines.append(f"  auto-exclude: tried {tried} float layer(s): {_auto_verdict(auto)}")
     dropped = report.get("drop_layers")
     if dropped:
         lines.append(
@@ -268,7 +267,7 @@ def _extra_lines(report: dict) -> list[str]:
     if stages:
         lines.append(
             f"  {'stage':<10} {'size':>14} {'compressed':>14} {'accuracy':>9} "
-            f"{'agree':>8} {'cosine':>7} {'speedup':>8}"
+            f"{'agree':>8} {'cosine':>7} {'speedup':>8} {'batch':>5}"
         )
         for stage in stages:
             speedup = "-" if stage["speedup"] is None else f"{stage['speedup']:.2f}x"
@@ -277,9 +276,24 @@ def _extra_lines(report: dict) -> list[str]:
             lines.append(
                 f"  {stage['stage']:<10} {_kib(stage['bytes']):>14} "
                 f"{_kib(stage['compressed_bytes']):>14} {_pct(stage['accuracy']):>9} "
-                f"{_pct(stage['top1_agreement']):>8} {stage['cosine_mean']:>7.4f} {speedup:>8}"
+                f"{_pct(stage['top1_agreement']):>8} {stage['cosine_mean']:>7.4f} {speedup:>8} "
+                f"{stage.get('batch_size', '-'):>5}"
             )
     return lines
+
+
+def _auto_verdict(auto: dict) -> str:
+    """What ``--auto-exclude`` found: whether every ranked layer was tried in float."""
+    if auto["satisfied"]:
+        return "budget holds"
+    ranked = len(auto.get("ranking", []))
+    tried = max((a["float_layers"] for a in auto.get("attempts", [])), default=0)
+    if ranked and tried >= ranked:
+        return f"budget NOT met even with all {ranked} ranked layers in float"
+    return (
+        f"budget NOT met within {auto['evaluations']} evaluation(s), {tried} of {ranked} "
+        "ranked layers tried in float (raise --max-evaluations)"
+    )
 
 
 def _explanation_lines(section: dict) -> list[str]:
