@@ -41,6 +41,7 @@ from onnxprune.report import build_report
 from onnxprune.runtime import create_session, fixed_batch, run_dataset, tensor_outputs
 from onnxprune.sizes import model_size
 from onnxprune.tasks import Task, resolve_task
+from onnxprune.verify_in_turn import TOGETHER_BYTES, Described, files_bytes
 
 __all__ = [
     "DEFAULT_BUDGET",
@@ -220,19 +221,28 @@ def verify_models(
     options: VerifyOptions,
     dataset: Dataset | None = None,
 ) -> dict:
-    """Compare ``candidate`` with ``baseline`` on the data; return the verification section."""
+    """Compare ``candidate`` with ``baseline`` on the data; return the verification section.
+
+    Models holding more than ``TOGETHER_BYTES`` together (files on disk) are run one after the
+    other, so onnxruntime holds one of them at a time; their latency is then not measured.
+    """
     dataset = dataset or prepare_dataset(baseline, options)
+    in_turn = files_bytes(baseline) + files_bytes(candidate) > TOGETHER_BYTES
     base_session = create_session(baseline, options.threads)
-    cand_session = create_session(candidate, options.threads)
-    if not _compatible(base_session, cand_session):
-        raise InputError(f"{candidate}: inputs or outputs differ from the baseline {baseline}")
     output_names = tensor_outputs(base_session)
     scored = _scored_output(base_session, options)
     batch, reason = evaluation_batch(
         options.batch_size, {"baseline": baseline, "candidate": candidate}
     )
     base_outputs = run_dataset(base_session, dataset, batch)
+    if in_turn:  # onnxruntime's copy of the baseline goes before the candidate's is made
+        base_session = Described(base_session)
+    cand_session = create_session(candidate, options.threads)
+    if not _compatible(base_session, cand_session):
+        raise InputError(f"{candidate}: inputs or outputs differ from the baseline {baseline}")
     cand_outputs = run_dataset(cand_session, dataset, batch)
+    if in_turn:
+        cand_session = Described(cand_session)
     task = resolve_task(options.task, scored, base_outputs[scored], dataset.labels is not None)
     quality = _quality(
         base_outputs[scored], cand_outputs[scored], dataset, task, scored, options.groups
@@ -261,7 +271,12 @@ def verify_models(
             "candidate": model_size(model_files(candidate)),
         },
     }
-    if options.latency_runs > 0:
+    if options.latency_runs > 0 and in_turn:
+        result["latency_skipped"] = (
+            f"the two models hold more than {TOGETHER_BYTES >> 20} MB together: they were run "
+            "one after the other, and latency is only measured interleaved"
+        )
+    elif options.latency_runs > 0:
         batch = fixed_batch(base_session) or options.latency_batch
         latency = measure_latency(
             base_session,
