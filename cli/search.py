@@ -103,6 +103,14 @@ auto_options = _stack(
         help="--auto: candidates whose objective is within this fraction of the best are "
         "chosen between by worst-group drop, then accuracy drop (selection half).",
     ),
+    click.option(
+        "--search-timed",
+        type=int,
+        default=3,
+        show_default=True,
+        help="--auto --objective latency: time this many passing candidates with the fewest "
+        "MACs (and int8 alone) in one process and choose the fastest; 0: fewest MACs.",
+    ),
     click.option("--resume", is_flag=True, help="--auto: reuse the candidates of --search-log."),
 )
 
@@ -136,6 +144,7 @@ _AUTO_ONLY = {
     "search_margin": 0.0,
     "search_tolerance": 0.02,
     "search_z": 1.0,
+    "search_timed": 3,
 }
 
 
@@ -158,6 +167,7 @@ def _auto_options(params: dict[str, Any], output: Path) -> AutoOptions:
         margin=params["search_margin"],
         tolerance=params["search_tolerance"],
         z=params["search_z"],
+        timed=params["search_timed"],
     )
 
 
@@ -179,6 +189,16 @@ def _search_lines(report: dict) -> list[str]:
             lines.append(
                 f"  {name}: selection {search['selection'][name]:.4f}, "
                 f"confirmation {search['confirmation'][name]:.4f} (gap {gap:+.4f})"
+            )
+    timing = search.get("timing")
+    if timing:
+        for row in timing["candidates"]:
+            ratio = row["cpu_vs_reference"]
+            lines.append(
+                f"  timed {row['method']} {row['sparsity']:.2%}: CPU p50 {row['cpu_p50_ms']:.2f} "
+                f"ms, wall p50 {row['wall_p50_ms']:.2f} ms, {ratio['ratio']:.3f}x vs "
+                f"{timing['reference']['method']} {timing['reference']['sparsity']:.2%} "
+                f"(blocks p25-p75 {ratio['p25']:.3f}-{ratio['p75']:.3f})"
             )
     lines.append(f"Verdict: {search['verdict']}")
     return lines

@@ -204,6 +204,8 @@ def test_gradual_schedule_stops_at_the_last_step_that_holds(tmp_path):
         (("--auto", "--target-sparsity", "0.5"), "--target-sparsity does not go with --auto"),
         (("--objective", "macs"), "--objective goes with --auto"),
         (("--auto", "--max-evals", "0"), "--max-evals"),
+        (("--search-timed", "1"), "--search-timed goes with --auto"),
+        (("--auto", "--search-timed", "11"), "--search-timed must be in [0, 10]"),
     ],
 )
 def test_auto_refusals(tmp_path, args, message):
@@ -223,7 +225,12 @@ def test_latency_objective_searches_structured_pruning_and_int8(tmp_path):
         Gates(max_accuracy_drop=0.01),
     )
     search = report["search"]
-    assert search["methods"] == ["structured:ffn+int8", "structured:ffn"]
+    assert search["methods"] == [
+        "structured:ffn+int8",
+        "structured:heads+int8",
+        "structured:ffn",
+        "structured:heads",
+    ]
     assert {"step": "precision alone", "method": "structured:ffn+int8"}.items() <= next(
         step for step in search["trace"] if step["step"] == "precision alone"
     ).items()

@@ -7,8 +7,10 @@
 3. Per method: verified bisection on the global level, then greedy reverting of the most
    sensitive layers (``bisect``); or, with ``schedule="gradual"``, sparsity raised step by step
    (repairing in between when repair options are given) until a step breaks a gate.
-4. Exact last: the best candidate is rebuilt into the output and verified, with latency, on
-   the confirmation half; that verification is the report's and the gates'.
+4. Exact last: with ``--objective latency`` the best few passing candidates are timed and
+   the fastest chosen (``choose.choose_fastest``); the best candidate is rebuilt into the
+   output and verified, with latency, on the confirmation half; that verification is the
+   report's and the gates'.
 
 Every candidate is logged (``log``) and the best so far kept; the same seed gives the same
 model. No passing candidate: the verdict is ``NO_CONFIGURATION`` and no model is written.
@@ -28,7 +30,7 @@ from onnxprune.api import file_sha256
 from onnxprune.calibration import CalibrationOptions
 from onnxprune.compress import cleanup_file
 from onnxprune.data import Dataset, input_specs, load_dataset
-from onnxprune.errors import InputError
+from onnxprune.errors import InputError, NothingToPrune
 from onnxprune.macs import count_macs
 from onnxprune.model_io import (
     check_distinct_output,
@@ -44,7 +46,7 @@ from onnxprune.search.allocate import allocate_levels
 from onnxprune.search.bisect import Budget, BudgetSpent, revert_most_sensitive, verified_bisection
 from onnxprune.search.build import STRUCTURED, split_method
 from onnxprune.search.candidates import Evaluator, tightened
-from onnxprune.search.choose import choose_fairest, variants
+from onnxprune.search.choose import choose_fairest, choose_fastest, variants
 from onnxprune.search.log import SearchLog
 from onnxprune.search.options import GRADUAL_STEPS, AutoOptions
 from onnxprune.search.report import search_report
@@ -211,7 +213,11 @@ def _run_search(
             if not evaluator.macs:
                 evaluator.macs = {c.name: c.macs for c in curves_by_method[base]}
                 evaluator.other_macs = total - sum(evaluator.macs.values())
-        trace += _search_method(evaluator, method, curves_by_method.get(base), options)
+        try:
+            trace += _search_method(evaluator, method, curves_by_method.get(base), options)
+        except NothingToPrune as error:  # e.g. structured:heads on a model without attention
+            logger.info("method %s skipped: %s", method, error)
+            trace.append({"step": "skipped", "method": method, "reason": str(error)})
     return curves_by_method, trace
 
 
@@ -275,6 +281,8 @@ def auto_compress(
         if options.schedule == "oneshot":
             trace += variants(evaluator, methods, curves)
             evaluator.best = choose_fairest(evaluator, options.tolerance)
+            if options.objective == "latency":
+                evaluator.timing = choose_fastest(evaluator, options.timed)
         return search_report(
             model,
             output,

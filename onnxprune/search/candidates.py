@@ -5,13 +5,14 @@ model, verified against the original with ``onnxprune.verify`` (every gate it kn
 gates apply to the search as they are added), and logged. Its objective (lower is better):
 ``size``, the candidate's DEFLATE-compressed bytes; ``macs`` and ``latency``, the MACs left in
 the pruned layers (their nonzero share) plus every other layer's, which is deterministic;
-latency itself is measured once, on the chosen model (cheap first, exact last).
+with ``latency`` the best few passing candidates are then timed (``choose.choose_fastest``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -31,7 +32,10 @@ logger = logging.getLogger(__name__)
 
 
 def candidate_key(method: str, allocation: dict[str, float], source: str = "") -> str:
-    """A stable text key for a configuration (levels rounded to 1e-4)."""
+    """A stable text key for a configuration (levels rounded to 1e-4). Nothing pruned: the
+    precision alone, whichever method asked (``structured:heads+int8`` at 0 is int8 alone)."""
+    if not source and not any(allocation.values()):
+        return json.dumps({"precision alone": split_method(method)[1]})
     layers = sorted((name, round(level, 4)) for name, level in allocation.items())
     return json.dumps({"method": method, "layers": layers, "from": source}, sort_keys=True)
 
@@ -101,6 +105,8 @@ class Evaluator:
     seen: dict[str, Outcome] = field(default_factory=dict)
     methods: tuple[str, ...] = ()
     z: float = 0.0  # gates judged on drop + z * paired SE (``bound``)
+    kept: dict[str, Path] = field(default_factory=dict)  # latency: passing candidates' files
+    timing: dict | None = None  # latency: the timed candidates (``choose.choose_fastest``)
 
     def build(self, method: str, allocation: dict[str, float], source: Path, out: Path) -> dict:
         """Write the candidate to ``out``; its sections (see ``build.CandidateBuilder``)."""
@@ -171,6 +177,9 @@ class Evaluator:
         outcome = Outcome(key, passed, record["objective"], allocation, record)
         if outcome.beats(self.best):
             self.log.save_best(candidate)
+        if passed and self.objective == "latency":  # timed at the end (``choose_fastest``)
+            self.kept[key] = self.work / f"passed-{len(self.kept)}.onnx"
+            shutil.copyfile(candidate, self.kept[key])
         logger.info(
             "candidate %s sparsity %.4f: %s",
             method,

@@ -28,7 +28,9 @@ class AutoOptions:
     method; ``curve_samples`` calibration samples for the sensitivity curves; on the selection
     half the gates judge every accuracy drop as ``drop + z * paired SE`` (``bound``) and
     ``margin`` tightens them by a fixed share (``candidates.tightened``); candidates within
-    ``tolerance`` of the best objective compete on fairness (``choose.choose_fairest``).
+    ``tolerance`` of the best objective compete on fairness (``choose.choose_fairest``);
+    with the ``latency`` objective the ``timed`` passing candidates with the fewest MACs (and
+    the precision alone) are then timed and the fastest chosen (0: the MAC proxy decides).
     """
 
     log: str
@@ -47,6 +49,7 @@ class AutoOptions:
     tolerance: float = 0.02
     z: float = 1.0
     precisions: tuple[str, ...] = ()
+    timed: int = 3
 
     def validate(self, has_calibration: bool) -> None:
         """Raise ``InputError`` for options out of range or that need calibration data."""
@@ -77,21 +80,24 @@ class AutoOptions:
             raise InputError(f"--search-tolerance must be in [0, 1), got {self.tolerance}")
         if not 0.0 <= self.z <= 5.0:
             raise InputError(f"--search-z must be in [0, 5], got {self.z}")
+        if not 0 <= self.timed <= 10:
+            raise InputError(f"--search-timed must be in [0, 10], got {self.timed}")
         if self.steps < 0 or self.reverts < 0 or self.curve_samples < 1:
             raise InputError("bisection steps and reverts must be >= 0, curve samples >= 1")
 
     def searched_methods(self, has_calibration: bool) -> tuple[str, ...]:
         """Every method the search tries, each with every precision (``+int8``).
 
-        Defaults: for ``latency``, structured FFN pruning in int8 (cheapest first) and float
-        (unstructured zeros do not make onnxruntime faster); otherwise magnitude, and wanda
+        Defaults: for ``latency``, structured FFN and attention-head pruning in int8 (cheapest
+        first) and float (unstructured zeros do not make onnxruntime faster; a model without
+        heads skips that method); otherwise magnitude, and wanda
         and sparsegpt with calibration data, in int8 and float for ``size`` (compressed bytes:
         int8 weights take a quarter; oneshot only: a gradual step prunes the last step's model)
         and in float for ``macs``.
         """
         latency = self.objective == "latency"
         methods = self.methods or (
-            ("structured:ffn",)
+            ("structured:ffn", "structured:heads")
             if latency
             else ("magnitude", "wanda", "sparsegpt")
             if has_calibration
@@ -99,9 +105,8 @@ class AutoOptions:
         )
         quantized = latency or (self.objective == "size" and self.schedule == "oneshot")
         precisions = self.precisions or (("int8", "float") if quantized else ("float",))
-        expanded = (
-            method if precision == "float" or "+" in method else f"{method}+{precision}"
-            for method in methods
-            for precision in precisions
-        )
+        pairs = [(m, p) for m in methods for p in precisions]
+        if latency:  # every int8 method before any float one: int8 is what is fast
+            pairs.sort(key=lambda pair: precisions.index(pair[1]))
+        expanded = (m if p == "float" or "+" in m else f"{m}+{p}" for m, p in pairs)
         return tuple(dict.fromkeys(expanded))

@@ -66,6 +66,7 @@ def _section(
             for method, layer_curves in curves.items()
         },
         "trace": trace,
+        **({"timing": evaluator.timing} if evaluator.timing else {}),
     }
 
 
