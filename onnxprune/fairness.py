@@ -12,7 +12,9 @@ reported, marked ``small`` and named in a note): the accuracy gap (best minus wo
 worst group's drop, the demographic-parity difference (largest minus smallest selection rate)
 and the equalized-odds difference (the larger of the TPR and FPR differences, as fairlearn's
 ``equalized_odds_difference``), before and after; multi-class outputs take the largest
-one-vs-rest difference over the classes. A value that no eligible group defines is None.
+one-vs-rest difference over the classes. A TPR (FPR) resting on fewer than
+``min_group_positives`` positives (negatives) is left out of the equalized-odds difference
+and named in ``rates_note`` (``fairness_rates``). A value no eligible group defines is None.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import zlib
 
 import numpy as np
 
+from onnxprune.fairness_rates import DEFAULT_MIN_POSITIVES, parity, rate_exclusions, rates_note
 from onnxprune.groups import GroupColumn, GroupOptions, group_columns
 from onnxprune.metrics import calibration_error, output_classes, predictions, probabilities
 
@@ -79,7 +82,11 @@ def _per_class(rows: np.ndarray, labels, preds: dict, classes: list[int]) -> lis
     truth = labels[rows].reshape(-1)
     table = []
     for positive in classes:
-        entry: dict = {"class": positive, "support": int(np.sum(truth == positive))}
+        entry: dict = {
+            "class": positive,
+            "support": int(np.sum(truth == positive)),
+            "negatives": int(np.sum(truth != positive)),
+        }
         for when, pred in preds.items():
             rates = _one_vs_rest(pred[rows].reshape(-1), truth, positive)
             entry.update({f"{name}_{when}": value for name, value in rates.items()})
@@ -158,28 +165,6 @@ def _spread(values: list) -> float | None:
     return max(known) - min(known) if known else None
 
 
-def _largest(*values: float | None) -> float | None:
-    known = [v for v in values if v is not None]
-    return max(known) if known else None
-
-
-def _parity(eligible: list[dict], binary: bool, when: str) -> tuple[float | None, float | None]:
-    """Demographic-parity and equalized-odds differences between the eligible groups."""
-    if binary:
-        tables = [eligible]
-    elif eligible and "per_class" in eligible[0]:
-        count = len(eligible[0]["per_class"])
-        tables = [[g["per_class"][i] for g in eligible] for i in range(count)]
-    else:
-        return None, None
-    dp, eo = [], []
-    for table in tables:
-        dp.append(_spread([r.get(f"selection_rate_{when}") for r in table]))
-        tpr = _spread([r.get(f"tpr_{when}") for r in table])
-        eo.append(_largest(tpr, _spread([r.get(f"fpr_{when}") for r in table])))
-    return _largest(*dp), _largest(*eo)
-
-
 def _difference(after: float | None, before: float | None) -> float | None:
     return None if after is None or before is None else after - before
 
@@ -192,13 +177,19 @@ def _small_note(groups: list[dict], minimum: int) -> str:
     )
 
 
-def _summary(entries: list[dict], binary: bool, minimum: int) -> dict:
+def _summary(entries: list[dict], binary: bool, options: GroupOptions) -> dict:
+    minimum = options.min_group_size
     eligible = [g for g in entries if not g["small"]]
     small = [g for g in entries if g["small"]]
     summary: dict = {"groups": entries, "min_group_size": minimum}
     summary["small_groups"] = [g["group"] for g in small]
     if small:
         summary["note"] = _small_note(small, minimum)
+    positives = options.min_group_positives
+    left_out = rate_exclusions(eligible, binary, positives)
+    summary.update(min_group_positives=positives, rates_left_out=left_out)
+    if left_out:
+        summary["rates_note"] = rates_note(left_out, positives)
     lowest = min(eligible, key=lambda g: g["top1_agreement"], default=None)
     summary["lowest_agreement_group"] = lowest and lowest["group"]
     summary["lowest_group_agreement"] = lowest and lowest["top1_agreement"]
@@ -210,11 +201,11 @@ def _summary(entries: list[dict], binary: bool, minimum: int) -> dict:
             worst_group=worst and worst["group"],
             worst_group_drop=worst and worst["accuracy_drop"],
         )
-    parity = {when: _parity(eligible, binary, when) for when in SIDES}
+    parities = {when: parity(eligible, binary, when, positives) for when in SIDES}
     for index, name in enumerate(("demographic_parity", "equalized_odds")):
         if name == "equalized_odds" and (not entries or "accuracy_before" not in entries[0]):
             continue  # needs labels
-        before, after = parity["before"][index], parity["after"][index]
+        before, after = parities["before"][index], parities["after"][index]
         summary.update(
             {
                 f"{name}_difference_before": before,
@@ -230,7 +221,7 @@ def _attribute(scored: _Scored, attribute: str, column: GroupColumn, options: Gr
         _group_entry(scored, name, column.rows(index), options, f"{attribute}={name}")
         for index, name in enumerate(column.names)
     ]
-    return _summary(entries, scored.binary, options.min_group_size)
+    return _summary(entries, scored.binary, options)
 
 
 def fairness_metrics(
@@ -271,8 +262,14 @@ def group_metrics(
     bootstrap: int = 1000,
     seed: int = 0,
     attribute: str = "group",
+    min_group_positives: int = DEFAULT_MIN_POSITIVES,
 ) -> dict:
     """``fairness_metrics`` for one attribute: its per-group table and summary."""
-    options = GroupOptions(min_group_size=min_group_size, bootstrap=bootstrap, seed=seed)
+    options = GroupOptions(
+        min_group_size=min_group_size,
+        bootstrap=bootstrap,
+        seed=seed,
+        min_group_positives=min_group_positives,
+    )
     groups = {attribute: column}
     return fairness_metrics(groups, labels, baseline, candidate, options, classes)[attribute]

@@ -96,6 +96,8 @@ def _summary_lines(summary: dict) -> list[str]:
         )
     if summary.get("note"):
         lines.append(f"  * {summary['note']}")
+    if summary.get("rates_note"):
+        lines.append(f"  * {summary['rates_note']}")
     return lines
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from onnxprune.errors import InputError
+from onnxprune.fairness_rates import DEFAULT_MIN_POSITIVES
 
 __all__ = [
     "CROSS_ALL",
@@ -42,18 +43,25 @@ class GroupOptions:
             (``"race,sex"``), or is ``"all"`` for every pair of attributes.
         bootstrap: paired-bootstrap resamples for each group's accuracy-drop interval (0: none).
         seed: seed of the bootstrap (the same seed gives the same intervals).
+        min_group_positives: a group's TPR (FPR) resting on fewer positives (negatives) is
+            reported but left out of the equalized-odds difference and its gate.
     """
 
     min_group_size: int = 30
     cross: tuple[str, ...] = field(default_factory=tuple)
     bootstrap: int = 1000
     seed: int = 0
+    min_group_positives: int = DEFAULT_MIN_POSITIVES
 
     def validate(self) -> None:
         if self.min_group_size < 1:
             raise InputError(f"min_group_size must be at least 1, not {self.min_group_size}")
         if self.bootstrap < 0:
             raise InputError(f"bootstrap must be 0 (off) or more resamples, not {self.bootstrap}")
+        if self.min_group_positives < 1:
+            raise InputError(
+                f"min_group_positives must be at least 1, not {self.min_group_positives}"
+            )
 
 
 @dataclass(frozen=True)

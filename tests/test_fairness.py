@@ -23,7 +23,7 @@ def _by_name(summary: dict) -> dict:
 
 
 def test_binary_rates_and_differences_by_hand() -> None:
-    summary = group_metrics(COLUMN, LABELS, BEFORE, AFTER, min_group_size=2)
+    summary = group_metrics(COLUMN, LABELS, BEFORE, AFTER, min_group_size=2, min_group_positives=1)
     a, b, c = (_by_name(summary)[n] for n in "abc")
     assert (a["positives"], a["negatives"], b["positives"], b["negatives"]) == (2, 2, 1, 3)
     # a: selection 1/4 -> 3/4, TPR 1/2 -> 2/2, FPR 0/2 -> 1/2, accuracy 3/4 -> 3/4
@@ -45,15 +45,15 @@ def test_binary_rates_and_differences_by_hand() -> None:
 
 
 def test_small_groups_are_shown_but_left_out() -> None:
-    summary = group_metrics(COLUMN, LABELS, BEFORE, AFTER, min_group_size=2)
+    summary = group_metrics(COLUMN, LABELS, BEFORE, AFTER, min_group_size=2, min_group_positives=1)
     assert summary["small_groups"] == ["c"]
     assert "c (n=1)" in summary["note"] and "fewer than 2 samples" in summary["note"]
     assert summary["worst_group"] in ("a", "b") and summary["worst_group_drop"] == 0.0
     assert summary["lowest_group_agreement"] == 0.5  # a and b: 2 of 4; c (0 of 1) is small
-    everyone = group_metrics(COLUMN, LABELS, BEFORE, AFTER, min_group_size=1)
+    everyone = group_metrics(COLUMN, LABELS, BEFORE, AFTER, min_group_size=1, min_group_positives=1)
     assert (everyone["worst_group"], everyone["worst_group_drop"]) == ("c", 1.0)
     assert "note" not in everyone and everyone["small_groups"] == []
-    nobody = group_metrics(COLUMN, LABELS, BEFORE, AFTER, min_group_size=100)
+    nobody = group_metrics(COLUMN, LABELS, BEFORE, AFTER, min_group_size=100, min_group_positives=1)
     assert nobody["worst_group"] is None and nobody["accuracy_gap_before"] is None
 
 
@@ -61,13 +61,15 @@ def test_group_gate_ignores_small_groups_and_names_the_group() -> None:
     verification = {
         "quality": {
             "cosine_mean": 1.0,
-            "groups": fairness_metrics({"g": COLUMN}, LABELS, BEFORE, AFTER, GroupOptions(2)),
+            "groups": fairness_metrics(
+                {"g": COLUMN}, LABELS, BEFORE, AFTER, GroupOptions(2, min_group_positives=1)
+            ),
         }
     }
     (gate,) = evaluate_gates(Gates(max_group_drop=0.0), verification)
     assert gate["passed"] and gate["attribute"] == "g"  # c lost 100 pt but has 1 sample
     verification["quality"]["groups"] = fairness_metrics(
-        {"g": COLUMN}, LABELS, BEFORE, AFTER, GroupOptions(1)
+        {"g": COLUMN}, LABELS, BEFORE, AFTER, GroupOptions(1, min_group_positives=1)
     )
     (gate,) = evaluate_gates(Gates(max_group_drop=0.5), verification)
     assert not gate["passed"] and (gate["attribute"], gate["group"], gate["value"]) == ("g", "c", 1)
@@ -79,7 +81,9 @@ def test_group_gate_ignores_small_groups_and_names_the_group() -> None:
     ids=["at_limit", "within_tolerance", "beyond"],
 )
 def test_group_gates_at_the_limit(limit: float, passes: bool) -> None:
-    groups = fairness_metrics({"g": COLUMN}, LABELS, BEFORE, AFTER, GroupOptions(2))
+    groups = fairness_metrics(
+        {"g": COLUMN}, LABELS, BEFORE, AFTER, GroupOptions(2, min_group_positives=1)
+    )
     verification = {"quality": {"cosine_mean": 1.0, "groups": groups}}
     gates = Gates(max_dp_increase=limit, max_eo_increase=limit, min_group_agreement=1 - limit)
     results = evaluate_gates(gates, verification)
@@ -111,7 +115,9 @@ def test_multi_class_gives_per_class_recall() -> None:
     labels = np.array([0, 1, 2, 2, 2, 1])
     before = np.array([0, 1, 2, 2, 2, 1])
     after = np.array([0, 2, 2, 2, 1, 1])
-    summary = group_metrics(column, labels, before, after, min_group_size=1, classes=3)
+    summary = group_metrics(
+        column, labels, before, after, min_group_size=1, classes=3, min_group_positives=1
+    )
     u, v = summary["groups"]
     recall = {row["class"]: (row["tpr_before"], row["tpr_after"]) for row in v["per_class"]}
     assert recall == {0: (None, None), 1: (1.0, 1.0), 2: (1.0, 0.5)}
