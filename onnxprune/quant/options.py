@@ -44,7 +44,7 @@ class QuantizeOptions:
     block_size: int = 32
     calibration: str | None = None
     calibrate_method: str = "minmax"
-    smooth: str = "off"
+    smooth: str = "0.95"
     bias_correction: bool = True
     symmetric: bool = False
     embeddings: bool = True

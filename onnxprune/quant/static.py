@@ -33,6 +33,7 @@ from onnxprune.quant.bias import BiasCorrectionPass, fake_quant_layers
 from onnxprune.quant.capture import capture_rows
 from onnxprune.quant.embeddings import QuantizeEmbeddingsPass, block_for, embedding_gathers
 from onnxprune.quant.fuse import FuseIntegerMatMulPass
+from onnxprune.quant.ranges import SetActivationRangesPass, activation_quantizers
 from onnxprune.quant.reader import DatasetReader
 from onnxprune.quant.rules import (
     INT8_CARRIER_OPS,
@@ -53,6 +54,8 @@ CALIBRATE_METHODS = {
     "percentile": CalibrationMethod.Percentile,
 }
 EMBEDDING_BLOCK = 128
+# calibration rows (real tokens) kept per captured tensor for ranges and bias correction
+ROWS = 8192
 # Ops through which onnxruntime moves int8 tensors unchanged (QDQ propagation).
 _INT8_MOVERS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten")
 
@@ -170,12 +173,15 @@ def quantize_static_file(
     )
     quantized = onnx.load(str(target))
     rewired = KeepFloatConsumersPass().call(quantized)
-    corrector = _bias_corrector(model, quantized, data, bias_correction)
+    rows = capture_rows(model, _captured(model, quantized), data, max_rows=ROWS)
+    ranged = SetActivationRangesPass(rows, method).call(quantized)
+    corrector = _bias_corrector(model, quantized, rows, bias_correction)
     corrected = corrector.call(quantized)
     fused = FuseIntegerMatMulPass().call(quantized)
     plan += _quantize_embeddings(quantized, excluded) if embeddings else []
     onnx.save(quantized, str(target), save_as_external_data=external)
     summary = {"smoothed_tensors": len(smoothed), "float_consumers_rewired": rewired}
+    summary["ranges_from_real_tokens"] = ranged
     errors = dict(sorted(corrector.errors.items(), key=lambda item: (-item[1], item[0])))
     plan = [_with_error(d, errors) for d in plan]
     summary = {**summary, "bias_corrected_layers": corrected, "fused_matmuls": fused}
@@ -202,10 +208,17 @@ def _with_error(decision: LayerDecision, errors: dict[str, float]) -> LayerDecis
     return LayerDecision(decision.node, decision.op_type, decision.precision, reason)
 
 
+def _captured(model: onnx.ModelProto, quantized: onnx.ModelProto) -> set[str]:
+    # the float inputs of the int8 MatMuls (bias correction) and of the activation quantizers
+    # (ranges), as the float model computes them
+    weights = matmul_weights(model, set(fake_quant_layers(quantized)))
+    produced = {o for n in model.graph.node for o in n.output} | {i.name for i in model.graph.input}
+    wanted = {a for a, _ in weights.values()} | set(activation_quantizers(quantized))
+    return wanted & produced
+
+
 def _bias_corrector(
-    model: onnx.ModelProto, quantized: onnx.ModelProto, data: Dataset, apply: bool
+    model: onnx.ModelProto, quantized: onnx.ModelProto, rows: dict, apply: bool
 ) -> BiasCorrectionPass:
-    layers = fake_quant_layers(quantized)
-    weights = matmul_weights(model, set(layers))
-    rows = capture_rows(model, {a for a, _ in weights.values()}, data)
+    weights = matmul_weights(model, set(fake_quant_layers(quantized)))
     return BiasCorrectionPass(rows, {n: w for n, (_, w) in weights.items()}, apply)
