@@ -49,6 +49,9 @@ _PEERS = {
     "ir.save(m, '{out}', external_data='{out_name}.data')",
     "ort_quantize_dynamic": "from onnxruntime.quantization import quantize_dynamic as q; "
     "q('{model}', '{out}', use_external_data_format=True)",
+    # onnxprune's --mode dynamic default: int8 weights per output channel
+    "ort_quantize_dynamic_per_channel": "from onnxruntime.quantization import quantize_dynamic "
+    "as q; q('{model}', '{out}', per_channel=True, use_external_data_format=True)",
     "ort_matmulnbits": "import onnx; from onnxruntime.quantization.matmul_nbits_quantizer "
     "import MatMulNBitsQuantizer as Q; m = onnx.load('{model}'); q = Q(m, bits=4, "
     "block_size=32); q.process(); q.model.save_model_to_file('{out}', True)",
@@ -211,7 +214,20 @@ def measure(size_mb: int, name: str, folder: Path = WORK, repo: Path = HERE.pare
     }
     if result["exit"] not in (0, 1):
         row["error"] = result["stderr"].strip().splitlines()[-1:] or ["?"]
+    row.update(_stage_seconds(result["stdout"]))
     return row
+
+
+def _stage_seconds(stdout: str) -> dict:
+    """The quantization step's own seconds from a JSON report (the rest is verification)."""
+    try:
+        report = json.loads(stdout)
+    except ValueError:
+        return {}
+    seconds = (
+        (report.get("quantization") or {}).get("seconds") if isinstance(report, dict) else None
+    )
+    return {} if seconds is None else {"quantize_step_seconds": seconds}
 
 
 def table(before: Path, after: Path) -> str:

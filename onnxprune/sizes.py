@@ -15,7 +15,7 @@ __all__ = ["model_size"]
 
 _CHUNK = 1 << 20
 SAMPLED_ABOVE = 256 << 20
-SAMPLE_CHUNKS = 64
+SAMPLE_CHUNKS = 16
 
 
 def _deflated_size(path: Path) -> int:
