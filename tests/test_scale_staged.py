@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx_ir as ir
 import pytest
 
 import onnxprune.staged_calibration as staged_calibration
@@ -127,3 +128,31 @@ def test_slices_after_the_last_layer_are_not_run(stack: Path, built: list) -> No
     assert list(stats) == ["l0.fc1.weight"]
     slices = plan_slices(model, STAGED.slice_bytes)
     assert 0 < len(built) < len(slices) / 2
+
+
+def test_graphs_with_subgraphs_are_not_sliced() -> None:
+    from onnx import TensorProto, helper
+
+    branch = helper.make_graph(
+        [helper.make_node("Identity", ["y"], ["z"])],
+        "branch",
+        [],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)],
+    )
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["y"]),
+            helper.make_node("If", ["c"], ["out"], then_branch=branch, else_branch=branch),
+        ],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
+            helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+        ],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+        [helper.make_tensor("w", TensorProto.FLOAT, [4, 4], [0.0] * 16)],
+    )
+    model = ir.serde.deserialize_model(helper.make_model(graph))
+    assert plan_slices(model, 1) is None
+    model.graph.remove(list(model.graph)[1], safe=False)
+    assert plan_slices(model, 1) is not None
