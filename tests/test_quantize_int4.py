@@ -115,3 +115,24 @@ def test_most_sensitive_breaks_ties_by_name() -> None:
 def test_options_refuse_with_reason(options: dict, message: str) -> None:
     with pytest.raises(InputError, match=message):
         QuantizeOptions(mode="int4", **options).validate()
+
+
+@pytest.mark.parametrize(("cols", "packed"), [(64, True), (48, False)], ids=["even", "odd_blocks"])
+def test_asymmetric_tables_are_packed_when_blocks_pair_up(cols: int, packed: bool) -> None:
+    # 4 blocks of 16: uint8 data, two values a byte (onnxprune.quant.tables4); 3 blocks: the
+    # zero points would straddle bytes, so onnxruntime's own (numpy) path writes uint4 tensors
+    table = np.random.default_rng(4).standard_normal((10, cols)).astype(np.float32)
+    quantized, _, _ = quantize_int4_model(_embedding_model(table), {}, block_size=BLOCK)
+    (node,) = quantized.graph.node
+    data = next(t for t in quantized.graph.initializer if t.name == node.input[0])
+    assert node.op_type == "GatherBlockQuantized"
+    assert (data.data_type == TensorProto.UINT8) == packed
+    if packed:
+        assert list(data.dims) == [10, cols // 2]
+    session = ort.InferenceSession(
+        quantized.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    (rows,) = session.run(None, {"ids": np.arange(10, dtype=np.int64)})
+    blocks = table.reshape(10, -1, BLOCK)
+    bound = (np.maximum(blocks.max(-1), 0) - np.minimum(blocks.min(-1), 0))[..., None] / 30
+    assert np.all(np.abs(rows.reshape(blocks.shape) - blocks) <= bound + 1e-5)

@@ -5,7 +5,9 @@
   on MiniLM). Algorithms: ``rtn`` (round to nearest), ``hqq`` (half-quadratic, data-free),
   ``gptq`` (data-aware: needs calibration data).
 * Embedding tables (``Gather`` on a float 2-D initializer) -> ``GatherBlockQuantized`` (int4,
-  blocks along the hidden axis), still run by onnxruntime's CPU provider.
+  blocks along the hidden axis), still run by onnxruntime's CPU provider; asymmetric tables
+  vectorised (``onnxprune.quant.tables4``), symmetric ones
+  through its numpy path.
 * Mixed precision: the ``int8_ratio`` most sensitive ``MatMul``s (by their output error under
   int4 on calibration data, ``onnxprune.quant.selection``) get 8-bit ``MatMulNBits`` instead.
 """
@@ -31,6 +33,7 @@ from onnxprune.quant.embeddings import embedding_gathers
 from onnxprune.quant.reader import DatasetReader
 from onnxprune.quant.rules import LayerDecision
 from onnxprune.quant.selection import block_quantize, layer_errors, matmul_weights, most_sensitive
+from onnxprune.quant.tables4 import QuantizeTables4Pass
 
 __all__ = ["ALGORITHMS", "quantize_int4_model"]
 
@@ -59,6 +62,17 @@ def _run(model: onnx.ModelProto, config, exclude: set[str]) -> onnx.ModelProto:
     quantizer = MatMulNBitsQuantizer(model, nodes_to_exclude=sorted(exclude), algo_config=config)
     quantizer.process()
     return quantizer.model.model
+
+
+def _packed_tables(model: onnx.ModelProto, gathers: set[str], block: int) -> set[str]:
+    # asymmetric tables whose blocks pair up into bytes: onnxprune.quant.tables4
+    tables4 = QuantizeTables4Pass(block)
+    constants = {t.name: t for t in model.graph.initializer}
+    return {
+        n.name
+        for n in model.graph.node
+        if n.name in gathers and tables4.supports(constants[n.input[0]])
+    }
 
 
 def _matmul_plan(names, errors, excluded, int8) -> list[LayerDecision]:
@@ -108,10 +122,13 @@ def quantize_int4_model(
         config = _config("rtn", 8, block_size, symmetric, data, ("MatMul",))
         model = _run(model, config, names - int8)
     gathers = {n for n, reason in tables.items() if reason is None and n not in excluded}
-    ops = ("MatMul", "Gather") if gathers and algorithm == "rtn" else ("MatMul",)
-    skip = set(excluded) | {n for n in tables if n not in gathers}
+    fast = set() if symmetric else _packed_tables(model, gathers, block_size)
+    slow = gathers - fast
+    ops = ("MatMul", "Gather") if slow and algorithm == "rtn" else ("MatMul",)
+    skip = set(excluded) | {n for n in tables if n not in slow}
     model = _run(model, _config(algorithm, 4, block_size, symmetric, data, ops), skip)
-    if gathers and algorithm != "rtn":
+    if slow and algorithm != "rtn":
         model = _run(model, _config("rtn", 4, block_size, symmetric, data, ("Gather",)), skip)
+    QuantizeTables4Pass(block_size).call(model, fast)
     plan = _matmul_plan(names, errors, excluded, int8) + _gather_plan(tables, gathers, excluded)
     return model, plan, errors
