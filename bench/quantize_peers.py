@@ -4,7 +4,9 @@ Same model (default-attention TorchScript export, ``bench/minilm_export.py``), s
 (128 calibration / 512 held-out sentences, ``bench/minilm.py``), same measures: mean cosine of
 mean-pooled embeddings to the float model on the held-out sentences, whole-file size ratio
 (model plus external data), quantize wall time, and dense/quantized median latency at batch 1
-and 16 interleaved in this process (int8 rows). Digits CNN static int8 accuracy drop too.
+and 16 (int8 rows): all int8 models and the float one in one process, interleaved round by
+round, one onnxruntime thread each, wall and thread-CPU time with p25/p75
+(``bench/quant_speed.py``). Digits CNN static int8 accuracy drop too.
 Prints the table, writes ``bench/results/quantize_peers.json``.
 
     python bench/quantize_peers.py [--skip-nncf]
@@ -25,8 +27,9 @@ import onnx
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import embeddings, latency_ratio, run_cli, write_results  # noqa: E402
+from common import embeddings, run_cli, write_results  # noqa: E402
 from minilm import WORK, prepare  # noqa: E402
+from quant_speed import measure  # noqa: E402
 
 OUT = WORK / "quantize_peers"
 CALIBRATION = WORK / "calibration.npz"
@@ -34,6 +37,11 @@ FIXTURES = HERE.parent / "fixtures"
 OURS = [
     ("onnxprune dynamic int8", "int8", ["--mode", "dynamic"]),
     ("onnxprune static int8", "int8", ["--mode", "static", "--calibration", str(CALIBRATION)]),
+    (
+        "onnxprune static int8 without SmoothQuant",
+        "int8",
+        ["--mode", "static", "--smooth", "off", "--calibration", str(CALIBRATION)],
+    ),
     ("onnxprune int4 (asym, b32, embeddings)", "int4", ["--mode", "int4"]),
     (
         "onnxprune int4 + int8 25% most sensitive",
@@ -121,13 +129,31 @@ def _measure(label, kind, dense_path, out, seconds, held, dense) -> dict:
         "cosine_min": float(cosine.min()),
         "size_ratio": _files_bytes(dense_path) / _files_bytes(out),
         "seconds": round(seconds, 1),
+        "path": str(out),
     }
-    if kind == "int8":
-        for batch in (1, 16):
-            feed = {k: v[:batch] for k, v in held.items()}
-            row[f"speed_b{batch}"] = latency_ratio(dense_path, out, feed)["ratio"]
     print(_line(row), flush=True)
     return row
+
+
+def _speeds(dense_path: Path, rows: list[dict], held: dict) -> dict:
+    """Speed of every int8 row against the float model, all interleaved in one process."""
+    timed = [r for r in rows if r["kind"] == "int8" and "path" in r]
+    paths = [dense_path, *(Path(r["path"]) for r in timed)]
+    runs = {}
+    for batch, rounds in ((1, 60), (16, 30)):
+        feed = {k: v[:batch] for k, v in held.items()}
+        runs[f"b{batch}"] = result = measure(paths, feed, rounds=rounds)
+        for row, timing in zip(timed, result["rows"][1:], strict=True):
+            row[f"speed_b{batch}"] = timing["wall_ratio"]
+            row[f"speed_b{batch}_cpu"] = timing["cpu_ratio"]
+            row[f"wall_ms_b{batch}"] = timing["wall_ms"]
+            row[f"cpu_ms_b{batch}"] = timing["cpu_ms"]
+        print(f"batch {batch}: " + ", ".join(_speed(r, batch) for r in timed), flush=True)
+    return runs
+
+
+def _speed(row: dict, batch: int) -> str:
+    return f"{row['tool']} {row[f'speed_b{batch}']:.2f}x (CPU {row[f'speed_b{batch}_cpu']:.2f}x)"
 
 
 def _line(row: dict) -> str:
@@ -173,7 +199,8 @@ def _peers(dense_path: Path, held: dict, dense: np.ndarray, skip_nncf: bool) -> 
 
 
 def table(rows: list[dict]) -> str:
-    """The issue's table: one line per tool, int8 and int4 columns, speed at batch 1 / 16."""
+    """The issue's table: one line per tool, int8 and int4 columns, speed at batch 1 / 16
+    (dense/quantized median wall time, thread-CPU time in brackets)."""
     lines = [
         "| | cosine | size | quantize time | speed b1 | speed b16 |",
         "|---|---|---|---|---|---|",
@@ -182,7 +209,12 @@ def table(rows: list[dict]) -> str:
         if "error" in row:
             lines.append(f"| {row['tool']} ({row['kind']}) | failed: {row['error']} | | | | |")
             continue
-        speed = [f"{row[k]:.2f}x" if k in row else "—" for k in ("speed_b1", "speed_b16")]
+        speed = [
+            f"{row[k]:.2f}x" + (f" (CPU {row[k + '_cpu']:.2f}x)" if k + "_cpu" in row else "")
+            if k in row
+            else "—"
+            for k in ("speed_b1", "speed_b16")
+        ]
         lines.append(
             f"| {row['tool']} ({row['kind']}) | {row['cosine_mean']:.4f} | "
             f"{row['size_ratio']:.2f}x | {row['seconds']:.1f} s | {speed[0]} | {speed[1]} |"
@@ -231,13 +263,14 @@ def main() -> None:
     held = dict(np.load(WORK / "heldout.npz"))
     dense = embeddings(dense_path, held)
     rows = [*_ours(dense_path, held, dense), *_peers(dense_path, held, dense, options.skip_nncf)]
+    timing = _speeds(dense_path, rows, held)
     if options.skip_nncf:
         rows += _previous_nncf_rows()
     cnn = cnn_row()
-    path = write_results(
-        "quantize_peers",
-        {"model": "minilm/torchscript default attention", "rows": rows, "digits_cnn": cnn},
-    )
+    for row in rows:
+        row.pop("path", None)
+    document = {"model": "minilm/torchscript default attention", "rows": rows, "digits_cnn": cnn}
+    path = write_results("quantize_peers", {**document, "timing": timing})
     print("\n" + table(rows))
     print(f"\nwrote {path}")
 
