@@ -171,6 +171,9 @@ def slice_session(
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 4
+    # A slice runs a few batches: packing its weights up front costs a second copy of them
+    # (170 MB less at 500 MB, same CPU time, measured) for little gain.
+    options.add_session_config_entry("session.disable_prepacking", "1")
     maps, views = [], []
     try:
         for file in files.values():
