@@ -36,7 +36,11 @@ CALIBRATION = WORK / "calibration.npz"
 FIXTURES = HERE.parent / "fixtures"
 OURS = [
     ("onnxprune dynamic int8", "int8", ["--mode", "dynamic"]),
-    ("onnxprune static int8", "int8", ["--mode", "static", "--calibration", str(CALIBRATION)]),
+    (
+        "onnxprune static int8",
+        "int8",
+        ["--mode", "static", "--smooth", "0.95", "--calibration", str(CALIBRATION)],
+    ),
     (
         "onnxprune static int8 without SmoothQuant",
         "int8",
