@@ -27,11 +27,23 @@ import numpy as np
 import onnx_ir as ir
 import onnxruntime as ort
 
+from onnxprune.data import Dataset
 from onnxprune.errors import InputError
+from onnxprune.runtime import run_feed
 
-__all__ = ["Slice", "initializer_bytes", "plan_slices", "slice_session"]
+__all__ = [
+    "SLICE_BYTES",
+    "Slice",
+    "feed_of",
+    "forget",
+    "initializer_bytes",
+    "outputs_in_slices",
+    "plan_slices",
+    "slice_session",
+]
 
 logger = logging.getLogger(__name__)
+SLICE_BYTES = 256 << 20  # initializer bytes per slice when a big model is run whole
 
 
 @dataclass(frozen=True)
@@ -194,3 +206,46 @@ def slice_session(
             view.release()
         for mapped in maps:
             mapped.close()
+
+
+def outputs_in_slices(
+    model: ir.Model, dataset: Dataset, batch: int, names: list[str], folder: Path, threads: int = 0
+) -> dict[str, np.ndarray] | None:
+    """The graph outputs ``names`` over every sample, the model run a slice of at most
+    ``SLICE_BYTES`` of weights at a time (batches of ``batch``, concatenated along axis 0 as
+    ``runtime.run_dataset`` does); None when the graph cannot be sliced."""
+    slices = plan_slices(model, SLICE_BYTES)
+    produced = {out.name for node in model.graph for out in node.outputs}
+    if slices is None or not set(names) <= produced:
+        return None
+    live = [dataset.slice(s, s + batch) for s in range(0, dataset.samples, batch)]
+    pieces: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    nodes = list(model.graph)
+    for piece in slices:
+        here = {out.name for node in nodes[piece.start : piece.stop] for out in node.outputs}
+        wanted = [name for name in names if name in here]
+        fetch = list(dict.fromkeys([*piece.outputs, *wanted]))
+        dtypes = {name: live[0][name].dtype for name in piece.inputs}
+        session = slice_session(model, piece, dtypes, wanted, folder, threads)
+        for index, feed in enumerate(live):
+            ran = run_feed(session, fetch, feed_of(feed, piece), index * batch)
+            results = dict(zip(fetch, ran, strict=True))
+            feed.update((name, results[name]) for name in piece.outputs)
+            for name in wanted:
+                pieces[name].append(results[name])
+        del session
+        forget(live, slices, slices.index(piece))
+    return {name: np.concatenate(parts, axis=0) for name, parts in pieces.items()}
+
+
+def forget(live: list[dict], slices: list[Slice], number: int) -> None:
+    """Drop from every batch the values no slice after ``number`` reads (inputs stay)."""
+    last_read = {name: n for n, piece in enumerate(slices) for name in piece.inputs}
+    for feed in live:
+        for name in [n for n in feed if last_read.get(n, len(slices)) <= number]:
+            del feed[name]
+
+
+def feed_of(feed: dict[str, np.ndarray], piece: Slice) -> dict[str, np.ndarray]:
+    """The part of a batch's values that ``piece`` reads."""
+    return {name: feed[name] for name in piece.inputs}

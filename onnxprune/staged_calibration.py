@@ -28,7 +28,7 @@ from onnxprune.calibration import (
 )
 from onnxprune.data import Dataset
 from onnxprune.runtime import run_feed
-from onnxprune.staged import Slice, slice_session
+from onnxprune.staged import Slice, feed_of, forget, slice_session
 
 __all__ = ["staged_groups"]
 
@@ -59,7 +59,7 @@ def _run_pass(session, piece: Slice, fetch: list[str], live: list[dict], stats: 
     """One pass of a slice over every batch; the first pass of a slice also stores the values
     later slices read (``fetch`` then starts with them)."""
     for feed, keep in zip(live, masks, strict=True):
-        slice_feed = {name: feed[name] for name in piece.inputs}
+        slice_feed = feed_of(feed, piece)
         outputs = dict(slice_feed)
         if fetch:
             outputs.update(zip(fetch, run_feed(session, fetch, slice_feed), strict=True))
@@ -82,7 +82,6 @@ def staged_groups(
     batch = _fixed_batch(model) or options.batch_size
     live = [dataset.slice(s, s + batch) for s in range(0, dataset.samples, batch)]
     masks = [feed.get(mask_name) if mask_name else None for feed in live]
-    last_read = {name: n for n, piece in enumerate(slices) for name in piece.inputs}
     needed = slices[: max(home.values(), default=-1) + 1]
     logger.info("calibrating in %d of %d slices", len(needed), len(slices))
     with tempfile.TemporaryDirectory(prefix="onnxprune-staged-") as folder:
@@ -100,6 +99,4 @@ def staged_groups(
                 if stats:
                     yield {name: stats[key] for name, key in key_of.items() if key in stats}
             del session
-            for feed in live:  # values no later slice reads
-                for name in [n for n in feed if last_read.get(n, len(slices)) <= number]:
-                    del feed[name]
+            forget(live, slices, number)

@@ -41,7 +41,13 @@ from onnxprune.report import build_report
 from onnxprune.runtime import create_session, fixed_batch, run_dataset, tensor_outputs
 from onnxprune.sizes import model_size
 from onnxprune.tasks import Task, resolve_task
-from onnxprune.verify_in_turn import TOGETHER_BYTES, Described, files_bytes
+from onnxprune.verify_in_turn import (
+    TOGETHER_BYTES,
+    described,
+    files_bytes,
+    first_batch,
+    outputs_of,
+)
 
 __all__ = [
     "DEFAULT_BUDGET",
@@ -147,10 +153,15 @@ def _scored_output(session, options: VerifyOptions) -> str:
 def baseline_task(model_path: str | os.PathLike, options: VerifyOptions, dataset: Dataset) -> Task:
     """The scored output's task, from the baseline's outputs on the first batch; labels are
     checked against the output's classes (``metrics.check_labels``)."""
-    session = create_session(model_path, options.threads)
-    scored = _scored_output(session, options)
     batch = options.batch_size or DEFAULT_BATCH_SIZE
-    first = run_dataset(session, dataset, batch, limit=batch)
+    if files_bytes(model_path) > TOGETHER_BYTES:  # a slice at a time, as in verify_models
+        session = described(model_path, options.threads)
+        scored = _scored_output(session, options)
+        first = outputs_of(model_path, session, first_batch(dataset, batch), batch, options.threads)
+    else:
+        session = create_session(model_path, options.threads)
+        scored = _scored_output(session, options)
+        first = run_dataset(session, dataset, batch, limit=batch)
     task = resolve_task(options.task, scored, first[scored], dataset.labels is not None)
     if task.classification:
         check_labels(dataset.labels, output_classes(first[scored]), scored)
@@ -224,25 +235,27 @@ def verify_models(
     """Compare ``candidate`` with ``baseline`` on the data; return the verification section.
 
     Models holding more than ``TOGETHER_BYTES`` together (files on disk) are run one after the
-    other, so onnxruntime holds one of them at a time; their latency is then not measured.
+    other, each a slice of its weights at a time (``verify_in_turn``); their latency is then
+    not measured.
     """
     dataset = dataset or prepare_dataset(baseline, options)
     in_turn = files_bytes(baseline) + files_bytes(candidate) > TOGETHER_BYTES
-    base_session = create_session(baseline, options.threads)
+    open_session = described if in_turn else create_session
+    base_session = open_session(baseline, options.threads)
+    cand_session = open_session(candidate, options.threads)
+    if not _compatible(base_session, cand_session):
+        raise InputError(f"{candidate}: inputs or outputs differ from the baseline {baseline}")
     output_names = tensor_outputs(base_session)
     scored = _scored_output(base_session, options)
     batch, reason = evaluation_batch(
         options.batch_size, {"baseline": baseline, "candidate": candidate}
     )
-    base_outputs = run_dataset(base_session, dataset, batch)
-    if in_turn:  # onnxruntime's copy of the baseline goes before the candidate's is made
-        base_session = Described(base_session)
-    cand_session = create_session(candidate, options.threads)
-    if not _compatible(base_session, cand_session):
-        raise InputError(f"{candidate}: inputs or outputs differ from the baseline {baseline}")
-    cand_outputs = run_dataset(cand_session, dataset, batch)
-    if in_turn:
-        cand_session = Described(cand_session)
+    if in_turn:  # one model at a time, each a slice at a time
+        base_outputs = outputs_of(baseline, base_session, dataset, batch, options.threads)
+        cand_outputs = outputs_of(candidate, cand_session, dataset, batch, options.threads)
+    else:
+        base_outputs = run_dataset(base_session, dataset, batch)
+        cand_outputs = run_dataset(cand_session, dataset, batch)
     task = resolve_task(options.task, scored, base_outputs[scored], dataset.labels is not None)
     quality = _quality(
         base_outputs[scored], cand_outputs[scored], dataset, task, scored, options.groups

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import sys
 import weakref
 import zlib
 from pathlib import Path
@@ -12,9 +13,17 @@ import pytest
 from conftest import FIXTURE_MODELS
 
 import onnxprune.sizes as sizes
+import onnxprune.staged as staged
 import onnxprune.verify as verify
 from onnxprune import PruneOptions, VerifyOptions, prune_file
+from onnxprune.data import input_specs, load_dataset
+from onnxprune.model_io import load_model
+from onnxprune.runtime import create_session, run_dataset
 from onnxprune.verify import verify_models
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+import scale  # noqa: E402  (bench/scale.py builds the synthetic decoder stacks)
 
 
 def _live_sessions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -41,7 +50,7 @@ def pruned(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_big_models_are_verified_one_session_at_a_time(
+def test_big_models_are_verified_one_slice_at_a_time(
     pruned: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model, data = FIXTURE_MODELS["digits_cnn"]
@@ -50,15 +59,42 @@ def test_big_models_are_verified_one_session_at_a_time(
     together = verify_models(model, pruned, options)
     assert counts == [0, 1] and "latency" in together and "latency_skipped" not in together
     counts.clear()
+    slices = _slice_sessions(monkeypatch)
     monkeypatch.setattr(verify, "TOGETHER_BYTES", 0)
+    monkeypatch.setattr(staged, "SLICE_BYTES", 1)  # one node with weights per slice
     in_turn = verify_models(model, pruned, options)
-    assert counts == [0, 0]
+    assert counts == [] and len(slices) > 4  # no whole-model session: slices only
     assert "latency" not in in_turn and "one after the other" in in_turn["latency_skipped"]
-    assert in_turn["quality"] == together["quality"]
-    assert in_turn["max_abs_diff_per_output"] == together["max_abs_diff_per_output"]
-    assert in_turn["batch_size"] == {
-        k: v for k, v in together["batch_size"].items() if k != "latency"
-    }
+    quality, expected = in_turn["quality"], together["quality"]
+    assert quality["top1_agreement"] == expected["top1_agreement"]
+    assert quality["accuracy_after"] == expected["accuracy_after"]
+    assert quality["cosine_mean"] == pytest.approx(expected["cosine_mean"], abs=1e-6)
+    assert quality["max_abs_diff"] == pytest.approx(expected["max_abs_diff"], rel=1e-3)
+    assert in_turn["batch_size"]["quality"] == together["batch_size"]["quality"]
+    task = verify.baseline_task(model, options, load_dataset(data, input_specs(load_model(model))))
+    assert task.classification
+
+
+def _slice_sessions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    starts: list[int] = []
+    original = staged.slice_session
+
+    def counting(model, piece, *args, **kwargs):
+        starts.append(piece.start)
+        return original(model, piece, *args, **kwargs)
+
+    monkeypatch.setattr(staged, "slice_session", counting)
+    return starts
+
+
+def test_outputs_in_slices_equal_one_session_on_the_stack(tmp_path: Path) -> None:
+    path = scale.build(0.3, tmp_path, d=64, samples=12)
+    model = load_model(path)
+    data = load_dataset(path.with_suffix(".npz"), input_specs(model))
+    expected = run_dataset(create_session(path), data, 5)
+    outputs = staged.outputs_in_slices(model, data, 5, ["y"], tmp_path, 1)
+    assert outputs is not None and list(outputs) == ["y"]
+    assert np.array_equal(outputs["y"], expected["y"])
 
 
 def test_big_files_compressed_size_is_sampled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
