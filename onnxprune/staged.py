@@ -79,7 +79,7 @@ def _cuts(model: ir.Model, slice_bytes: int) -> list[tuple[int, int]]:
     for index, node in enumerate(model.graph):
         names = {v.name for v in node.inputs if v is not None and v.name in initializers}
         cost = sum(initializers[n].const_value.nbytes for n in names)
-        if used + cost > slice_bytes and index > start:
+        if cost and used + cost > slice_bytes and index > start:
             ranges.append((start, index))
             start, used = index, 0
         used += cost
@@ -140,10 +140,7 @@ def _sub_model(model: ir.Model, piece: Slice, dtypes: dict[str, np.dtype], extra
     graph.remove(nodes[: piece.start] + nodes[piece.stop :], safe=False)
     graph.inputs.extend(fresh.values())
     for name in dict.fromkeys([*piece.outputs, *extra]):
-        value = produced[name]
-        if value.dtype is None:
-            value.dtype = ir.DataType.FLOAT
-        graph.outputs.append(value)
+        graph.outputs.append(produced[name])  # untyped: onnxruntime infers the type
     for name, value in list(graph.initializers.items()):
         if not value.uses():
             del graph.initializers[name]

@@ -156,3 +156,36 @@ def test_graphs_with_subgraphs_are_not_sliced() -> None:
     assert plan_slices(model, 1) is None
     model.graph.remove(list(model.graph)[1], safe=False)
     assert plan_slices(model, 1) is not None
+
+
+def test_untyped_int64_values_cross_a_cut(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shape computed before a cut and used after it (no value_info: its type is unknown)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    import onnxprune.staged as staged
+    from onnxprune.data import Dataset
+
+    weights = [
+        numpy_helper.from_array(np.full((4, 6), 0.5, np.float32), "w1"),
+        numpy_helper.from_array(np.full((6, 4), 0.5, np.float32), "w2"),
+    ]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Shape", ["x"], ["s"]),
+            helper.make_node("MatMul", ["x", "w1"], ["h"]),
+            helper.make_node("MatMul", ["h", "w2"], ["h2"]),
+            helper.make_node("Reshape", ["h2", "s"], ["y"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        weights,
+    )
+    opsets = [helper.make_opsetid("", 17)]
+    model = ir.serde.deserialize_model(helper.make_model(graph, opset_imports=opsets))
+    monkeypatch.setattr(staged, "SLICE_BYTES", 1)
+    assert len(plan_slices(model, 1)) == 3
+    data = Dataset({"x": np.arange(12, dtype=np.float32).reshape(3, 4)})
+    outputs = staged.outputs_in_slices(model, data, 2, ["y"], tmp_path, 1)
+    expected = data.inputs["x"].sum(axis=1, keepdims=True) * 1.5 * np.ones((1, 4))
+    np.testing.assert_allclose(outputs["y"], expected)
