@@ -100,6 +100,14 @@ gate_options = stack(
         help="Smaller groups are reported and marked but left out of gaps, worst group and gates.",
     ),
     click.option(
+        "--min-group-positives",
+        type=click.IntRange(min=1),
+        default=10,
+        show_default=True,
+        help="A group's TPR (FPR) on fewer positives (negatives) is reported but left out of "
+        "the equalized-odds difference and --max-eo-increase.",
+    ),
+    click.option(
         "--group-cross",
         multiple=True,
         metavar="A,B|all",
@@ -155,6 +163,7 @@ def group_options_from(params: dict[str, Any]) -> GroupOptions:
     """Group settings (from ``gate_options``; defaults for commands without them)."""
     options = GroupOptions(
         min_group_size=params.get("min_group_size", 30),
+        min_group_positives=params.get("min_group_positives", 10),
         cross=tuple(params.get("group_cross") or ()),
         bootstrap=params.get("bootstrap", 1000),
         seed=params.get("bootstrap_seed", 0),

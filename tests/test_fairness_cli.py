@@ -77,3 +77,28 @@ def test_dynamically_quantized_candidates_are_evaluated_one_sample_at_a_time(
     given = verify_files(ADULT, quantized, VerifyOptions(data=ADULT_DATA, latency_runs=0,
                                                          batch_size=256))
     assert given["verification"]["batch_size"]["quality"] == 256
+
+
+def test_min_group_positives_leaves_thin_rates_out_of_equalized_odds(tmp_path: Path) -> None:
+    def crossed(*extra: object) -> tuple[dict, str]:
+        report = tmp_path / "r.json"
+        result = run_cli(
+            "verify", ADULT, ADULT, "--data", ADULT_DATA, "--group-cross", "race,sex",
+            "--report", report, *FAST, *extra,
+        )
+        assert result.returncode == 0, result.stderr
+        return json.loads(report.read_text())["verification"]["quality"]["groups"], result.stdout
+
+    default, text = crossed()
+    race_sex = default["race&sex"]
+    assert race_sex["min_group_positives"] == 10
+    assert any(r.startswith("Asian-Pac-Islander & Female: TPR") for r in race_sex["rates_left_out"])
+    assert "left out of the equalized-odds difference and its gate" in text
+    every, _ = crossed("--min-group-positives", "1")
+    assert every["race&sex"]["rates_left_out"] == []
+    assert (
+        every["race&sex"]["equalized_odds_difference_before"]
+        > race_sex["equalized_odds_difference_before"]
+    )
+    refused = run_cli("verify", ADULT, ADULT, "--data", ADULT_DATA, "--min-group-positives", "0")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
