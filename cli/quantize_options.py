@@ -34,10 +34,10 @@ quantize_options = stack(
     ),
     click.option(
         "--smooth",
-        default="off",
+        default="0.95",
         show_default=True,
         help="static: SmoothQuant off, auto (strength per layer group by calibration error) "
-        "or a strength in (0, 1).",
+        "or a strength in (0, 1), used per layer group where it lowers the simulated error.",
     ),
     click.option(
         "--bias-correction/--no-bias-correction",
