@@ -129,6 +129,7 @@ def test_cli_static_on_transformer(tiny, tmp_path: Path) -> None:
     done = run_cli("quantize", model, "-o", out, "--mode", "static", *args)
     assert done.returncode == 0, done.stderr
     assert '"precision": "int8"' in done.stdout
+    assert '"smooth": "0.95"' in done.stdout  # the command line's default strength
 
 
 def test_int8_embedding_table_round_trip_within_half_a_step() -> None:
