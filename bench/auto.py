@@ -14,15 +14,20 @@ configurations (int8 alone, structured FFN at 25/50%), each verified on the same
 half; the fastest fixed configuration holding cosine >= 0.95 is timed against the search's
 model, interleaved in one process. Run it once, last: it takes up to 20 minutes on 2 cores.
 
-    python bench/auto.py tabular [--seeds 0 1 2 3 4] [--no-repair] [--precisions int8,float]
+    python bench/auto.py tabular [--seeds 0 1 2 3 4] [--no-repair | --repair-only]
+        [--precisions int8,float]
         [--z 1] [--results auto_tabular]
-    python bench/auto.py minilm
+    python bench/auto.py minilm [--methods structured:heads,structured:ffn]
+        [--precisions int8] [--max-time 960] [--reuse-fixed]
 Writes ``bench/results/auto_tabular.json`` / ``auto_minilm.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import resource
 import sys
 from pathlib import Path
 
@@ -32,11 +37,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from common import latency_ratio, run_cli, write_results  # noqa: E402
+from common import run_cli, write_results  # noqa: E402
 
 from onnxprune.data import input_specs, load_dataset  # noqa: E402
 from onnxprune.model_io import load_model  # noqa: E402
 from onnxprune.search.split import split_indices  # noqa: E402
+from onnxprune.search.timing import BLOCKS, block_ratios, time_models  # noqa: E402
 
 FIXTURES = HERE.parent / "fixtures"
 WORK = HERE / "work" / "auto"
@@ -55,6 +61,13 @@ def confirmation_half(model: Path, data: Path, seed: int, out: Path) -> Path:
     arrays.update({f"group.{k}": v[confirmation] for k, v in dataset.groups.items()})
     np.savez(out, **arrays)
     return out
+
+
+def shared_rows(calibration: Path, half: Path) -> int:
+    """How many rows of the confirmation half also occur in the calibration (repair) data:
+    any would be leakage, since repair trains on calibration rows."""
+    seen = {row.tobytes() for row in np.load(calibration)["input"]}
+    return sum(row.tobytes() in seen for row in np.load(half)["input"])
 
 
 def _quality(report: dict) -> dict:
@@ -79,6 +92,7 @@ def tabular_run(name: str, seed: int, repair: bool, searched: list[str]) -> dict
     calibration = FIXTURES / f"{name}-calibration.npz"
     tag = f"{name}-s{seed}{'-repair' if repair else ''}"
     extra = REPAIR if repair else []
+    half = confirmation_half(model, data, seed, WORK / f"{tag}-confirmation.npz")
     auto = run_cli(
         [
             "compress",
@@ -105,6 +119,7 @@ def tabular_run(name: str, seed: int, repair: bool, searched: list[str]) -> dict
         "dataset": name,
         "seed": seed,
         "repair": repair,
+        "calibration_rows_in_confirmation": shared_rows(calibration, half),
         "seconds": auto["seconds"],
         "verdict": search["verdict"],
         "evaluated": search["candidates_evaluated"],
@@ -112,7 +127,6 @@ def tabular_run(name: str, seed: int, repair: bool, searched: list[str]) -> dict
     if "chosen" not in search:
         return result
     chosen = search["chosen"]
-    half = confirmation_half(model, data, seed, WORK / f"{tag}-confirmation.npz")
     method = chosen["method"]
     base, _, precision = method.partition("+")
     quantize = ["--quantize", precision] if precision else []
@@ -167,7 +181,42 @@ def tabular(seeds: list[int], repairs: list[bool], searched: list[str], name: st
     print(f"wrote {write_results(name, {'search_options': searched, 'runs': runs})}")
 
 
-def minilm() -> None:
+def timed_ratio(fixed: Path, auto: Path, feed: dict, rounds: int = 400) -> dict:
+    """fixed / auto p50 (above 1: --auto's model is faster), interleaved in this process with
+    one onnxruntime thread, on both clocks, with the p25-p75 of the per-block ratios."""
+    times = time_models({"fixed": fixed, "auto": auto}, feed, threads=1, rounds=rounds)
+    result: dict = {"rounds": rounds, "blocks": BLOCKS, "load_before": os.getloadavg()}
+    for clock in ("wall_ms", "cpu_ms"):
+        result[clock] = {
+            "fixed_p50": float(np.median(times["fixed"][clock])),
+            "auto_p50": float(np.median(times["auto"][clock])),
+            **block_ratios(times["fixed"][clock], times["auto"][clock]),
+        }
+    return result
+
+
+def cpu_timed(args: list[str]) -> dict:
+    """``run_cli`` plus the CPU seconds the child used (user + system)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    run = run_cli(args)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {**run, "cpu_seconds": cpu}
+
+
+def fixed_run(args: list[str], out: Path, reuse: bool) -> dict:
+    """One fixed configuration's numbers; with ``reuse``, from its saved report when there is
+    one (``<out>.bench.json`` written here, or the CLI's ``<out stem>.report.json``)."""
+    saved = [out.with_suffix(".bench.json"), out.with_name(f"{out.stem}.report.json")]
+    found = next((path for path in saved if path.exists()), None) if reuse else None
+    if found is not None:
+        return {**_quality(json.loads(found.read_text())), "reused": found.name}
+    run = cpu_timed([*args, "-o", str(out)])
+    saved[0].write_text(json.dumps(run["report"]))
+    return {**_quality(run["report"]), "seconds": run["seconds"], "cpu_seconds": run["cpu_seconds"]}
+
+
+def minilm(searched: list[str], max_time: float, reuse: bool) -> None:
     work = HERE / "work"
     model, data, calibration = (
         work / "minilm_torchscript.onnx",
@@ -202,25 +251,25 @@ def minilm() -> None:
     fixed = {}
     for label, args in fixed_configs.items():
         out = WORK / f"minilm-fixed-{label.replace(' ', '-').replace('%', '')}.onnx"
-        run = run_cli(
-            [*args, "--calibration", str(calibration), "--data", str(half), *common, "-o", str(out)]
-        )
-        fixed[label] = {**_quality(run["report"]), "seconds": run["seconds"], "model": str(out)}
+        cli = [*args, "--calibration", str(calibration), "--data", str(half), *common]
+        fixed[label] = {**fixed_run(cli, out, reuse), "model": str(out)}
         print(label, fixed[label], flush=True)
     auto_out = WORK / "minilm-auto.onnx"
-    auto = run_cli(
+    load = os.getloadavg()
+    auto = cpu_timed(
         [
             "compress",
             str(model),
             "--auto",
             "--objective",
             "latency",
+            *searched,
             "--data",
             str(data),
             "--calibration",
             str(calibration),
             "--max-time",
-            "960",
+            str(max_time),
             *common,
             "-o",
             str(auto_out),
@@ -231,10 +280,17 @@ def minilm() -> None:
         "auto": {
             **_quality(auto["report"]),
             "seconds": auto["seconds"],
+            "cpu_seconds": auto["cpu_seconds"],
+            "load_before": load,
+            "load_after": os.getloadavg(),
+            "search_options": searched,
+            "max_time": max_time,
             "chosen": search.get("chosen"),
             "evaluated": search["candidates_evaluated"],
             "stopped": search["stopped"],
             "gap": search.get("gap"),
+            "timing": search.get("timing"),
+            "trace": search["trace"],
         },
         "fixed": fixed,
     }
@@ -243,7 +299,7 @@ def minilm() -> None:
         best = min(holding, key=lambda k: holding[k]["latency_p50_ms"])
         feed = {k: v[:1] for k, v in np.load(half).items() if not k.startswith(("label", "group"))}
         result["best_fixed"] = best
-        result["auto_vs_best_fixed"] = latency_ratio(Path(holding[best]["model"]), auto_out, feed)
+        result["auto_vs_best_fixed"] = timed_ratio(Path(holding[best]["model"]), auto_out, feed)
     print(result, flush=True)
     print(f"wrote {write_results('auto_minilm', result)}")
 
@@ -253,7 +309,13 @@ def main() -> None:
     parser.add_argument("which", choices=("tabular", "minilm"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--no-repair", action="store_true", help="tabular: only without repair")
-    parser.add_argument("--precisions", default=None, help="tabular: --search-precisions")
+    parser.add_argument("--repair-only", action="store_true", help="tabular: only with repair")
+    parser.add_argument("--precisions", default=None, help="--search-precisions")
+    parser.add_argument("--methods", default=None, help="minilm: --search-methods")
+    parser.add_argument("--max-time", type=float, default=960, help="minilm: --max-time")
+    parser.add_argument(
+        "--reuse-fixed", action="store_true", help="minilm: fixed configurations' saved reports"
+    )
     parser.add_argument("--z", default=None, help="tabular: --search-z")
     parser.add_argument("--results", default="auto_tabular", help="tabular: results file stem")
     args = parser.parse_args()
@@ -261,10 +323,12 @@ def main() -> None:
     if args.which == "tabular":
         searched = ["--search-precisions", args.precisions] if args.precisions else []
         searched += ["--search-z", args.z] if args.z else []
-        repairs = [False] if args.no_repair else [False, True]
+        repairs = [False] if args.no_repair else [True] if args.repair_only else [False, True]
         tabular(args.seeds, repairs, searched, args.results)
     else:
-        minilm()
+        searched = ["--search-methods", args.methods] if args.methods else []
+        searched += ["--search-precisions", args.precisions] if args.precisions else []
+        minilm(searched, args.max_time, args.reuse_fixed)
 
 
 if __name__ == "__main__":
