@@ -24,6 +24,7 @@ from onnxprune.search.bisect import Budget, Outcome
 from onnxprune.search.bound import bounded
 from onnxprune.search.build import STRUCTURED, CandidateBuilder, split_method
 from onnxprune.search.log import SearchLog
+from onnxprune.search.units import UnitPlans
 from onnxprune.verify import Gates, VerifyOptions, evaluate_gates, verify_models
 
 __all__ = ["Evaluator", "candidate_key", "summary", "tightened"]
@@ -107,6 +108,8 @@ class Evaluator:
     z: float = 0.0  # gates judged on drop + z * paired SE (``bound``)
     kept: dict[str, Path] = field(default_factory=dict)  # latency: passing candidates' files
     timing: dict | None = None  # latency: the timed candidates (``choose.choose_fastest``)
+    plans: UnitPlans | None = None  # structured: the units a level keeps (``units``)
+    plan_keys: dict[tuple, str] = field(default_factory=dict)
 
     def build(self, method: str, allocation: dict[str, float], source: Path, out: Path) -> dict:
         """Write the candidate to ``out``; its sections (see ``build.CandidateBuilder``)."""
@@ -137,6 +140,10 @@ class Evaluator:
         key = candidate_key(method, allocation, "" if source == self.source else source.name)
         if key in self.seen:  # tried earlier in this run (a revert can land on one)
             return self.seen[key]
+        plan = self._plan(method, allocation, source)
+        if plan in self.plan_keys:  # another level that keeps the same units: the same model
+            logger.info("candidate %s %s keeps the units of an earlier one", method, allocation)
+            return self.seen[self.plan_keys[plan]]
         logged = self.log.lookup(key)
         self.budget.spend()
         if logged is not None:
@@ -148,7 +155,20 @@ class Evaluator:
         if outcome.beats(self.best):
             self.best = outcome
         self.seen[key] = outcome
+        if plan is not None:
+            self.plan_keys[plan] = key
         return outcome
+
+    def _plan(self, method: str, allocation: dict[str, float], source: Path) -> tuple | None:
+        """``(method, units kept per group)`` of a structured level (None otherwise)."""
+        target = split_method(method)[2]
+        if target is None or source != self.source or not any(allocation.values()):
+            return None
+        if self.plans is None:
+            options = self.prune_options
+            self.plans = UnitPlans(self.source, options.include, options.exclude)
+        has_calibration = self.prune_options.calibration is not None
+        return (method, self.plans.plan(target, allocation[STRUCTURED], has_calibration))
 
     def _verify(self, key: str, method: str, allocation: dict, source: Path) -> Outcome:
         candidate = self.work / "candidate.onnx"
