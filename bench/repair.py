@@ -29,11 +29,13 @@ import os
 import resource
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
 
 import minilm_export  # noqa: E402
 from common import embeddings, run_cli, write_results  # noqa: E402
@@ -53,19 +55,68 @@ MINILM_REPAIR = ["--lr", "5e-4", "--epochs", "4", "--augment", "7", "--augment-r
 # Configs measured on the second exporter (all of them on the first).
 OTHER_EXPORTER_CONFIGS = ("sparsegpt 50%", "structured ffn 50%")
 SPARSEGPT = ["prune", "--method", "sparsegpt"]
-# (label, compression command, issue's "today", target)
+# A wall-clock bound that CPU-bound runs on the shared machine do not reach at load 8 (600 s
+# stopped two blocks early there); CPU seconds are recorded beside wall time.
+LONG = ("--max-time", "1500")
+
+
+class Config(NamedTuple):
+    """One MiniLM row: compression command, the issue's "today" and target, repair options
+    added to ``MINILM_REPAIR`` (later ones win), and whether the compression's calibration is
+    the 128 sentences plus their augmented copies (``augmented_calibration``: ``augmented``)."""
+
+    label: str
+    command: list[str]
+    today: float | None
+    target: float
+    repair: tuple[str, ...] = ()
+    augmented: bool = False
+
+
 CONFIGS = [
-    ("sparsegpt 50%", [*SPARSEGPT, "--target-sparsity", "0.5"], 0.929, 0.965),
-    ("sparsegpt 60%", [*SPARSEGPT, "--target-sparsity", "0.6"], 0.867, 0.93),
-    ("2:4", [*SPARSEGPT, "--pattern", "2:4"], 0.874, 0.93),
-    (
+    # A fifth epoch: 0.9645 -> 0.9654, affordable since the fused Adam step (187 CPU s).
+    Config(
+        "sparsegpt 50%",
+        [*SPARSEGPT, "--target-sparsity", "0.5"],
+        0.929,
+        0.965,
+        repair=("--epochs", "5", *LONG),
+    ),
+    Config("sparsegpt 60%", [*SPARSEGPT, "--target-sparsity", "0.6"], 0.867, 0.93),
+    Config("2:4", [*SPARSEGPT, "--pattern", "2:4"], 0.874, 0.93),
+    # Least squares on 128 sentences overfits them (a block's loss before repair: 0.007 on them,
+    # 0.020 held out); fitted on the 8x augmented copies repair trains on (least squares needs
+    # no labels, only the original model's outputs on them): 0.931 -> 0.941 before repair,
+    # 0.9475 -> 0.952 after; 8 epochs: 0.9535 (its attention blocks stop at patience, so 8
+    # epochs cost little more than 4).
+    Config(
         "structured ffn 50%",
         ["prune", "--structured", "--reconstruct", "--target", "ffn", "--target-sparsity", "0.5"],
         0.931,
         0.96,
+        repair=("--epochs", "8", *LONG),
+        augmented=True,
     ),
-    ("drop 2 of 12", ["drop-layers", "--blocks", "2", "--latency-runs", "0"], None, 0.95),
+    Config("drop 2 of 12", ["drop-layers", "--blocks", "2", "--latency-runs", "0"], None, 0.95),
 ]
+
+
+def augmented_calibration(model: Path) -> Path:
+    """The 128 calibration sentences and ``--augment 7 --augment-rate 0.5`` copies of them, made
+    by repair's own ``augment`` with its seed (the copies ``repair --seed 0`` trains on)."""
+    import onnx_ir as ir
+
+    from onnxprune.data import Dataset, index_bounds
+    from onnxprune.repair.augment import augment
+
+    path = WORK / "calibration_augmented.npz"
+    if not path.exists():
+        inputs = dict(np.load(WORK / "calibration.npz"))
+        data = Dataset(inputs=inputs, sample_axes={name: 0 for name in inputs})
+        bounds = index_bounds(ir.load(str(model)))
+        grown, _ = augment(data, np.arange(CALIBRATION), 7, 0.5, bounds, "attention_mask", 0)
+        np.savez(path, **grown.inputs)
+    return path
 
 
 def prepare(exporters: list[str]) -> dict[str, Path]:
@@ -79,6 +130,7 @@ def prepare(exporters: list[str]) -> dict[str, Path]:
         texts = minilm_export.sentences(CALIBRATION + HELD_OUT)
         np.savez(calibration, **minilm_export.tokenise(texts[:CALIBRATION]))
         np.savez(held_out, **minilm_export.tokenise(texts[CALIBRATION:]))
+    augmented_calibration(paths["torchscript"])
     return {e: paths[e] for e in exporters}
 
 
@@ -96,18 +148,19 @@ def _cosine(dense: np.ndarray, model: Path, held: dict) -> float:
 
 
 def minilm_row(
-    exporter: str, model: Path, config: tuple, held: dict, dense, extra: list[str]
+    exporter: str, model: Path, config: Config, held: dict, dense, extra: list[str]
 ) -> dict:
-    label, command, today, target = config
+    label, command, today, target = config.label, config.command, config.today, config.target
     stem = label.replace(" ", "_").replace("%", "").replace(":", "of")
     compressed, repaired = OUT / exporter / f"{stem}.onnx", OUT / exporter / f"{stem}.repaired.onnx"
     compressed.parent.mkdir(parents=True, exist_ok=True)
     calibration = str(WORK / "calibration.npz")
+    fitted_on = str(WORK / "calibration_augmented.npz") if config.augmented else calibration
     first = _timed([command[0], str(model), "-o", str(compressed), *command[1:],
-                     "--calibration", calibration])  # fmt: skip
+                     "--calibration", fitted_on])  # fmt: skip
     second = _timed(["repair", str(compressed), "--teacher", str(model), "--calibration",
-                      calibration, "-o", str(repaired), *MINILM_REPAIR, "--threads", "1",
-                      "--latency-runs", "0", *extra])  # fmt: skip
+                      calibration, "-o", str(repaired), *MINILM_REPAIR, *config.repair,
+                      "--threads", "1", "--latency-runs", "0", *extra])  # fmt: skip
     after = _cosine(dense, repaired, held)
     return {
         "exporter": exporter,
@@ -116,6 +169,8 @@ def minilm_row(
         "cosine_after": after,
         "today": today,
         "target": target,
+        "repair_options": [*MINILM_REPAIR, *config.repair],
+        "compression_calibration": "augmented" if config.augmented else "calibration",
         "shortfall": max(0.0, target - after),
         "compress_seconds": first["seconds"],
         "repair_seconds": second["seconds"],
@@ -262,7 +317,7 @@ def grow_rows() -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--exporters", nargs="+", default=["torchscript"])
-    parser.add_argument("--configs", nargs="+", default=[c[0] for c in CONFIGS])
+    parser.add_argument("--configs", nargs="+", default=[c.label for c in CONFIGS])
     parser.add_argument("--skip-fixtures", action="store_true")
     parser.add_argument("--skip-minilm", action="store_true")
     parser.add_argument(
@@ -292,9 +347,9 @@ def main() -> None:
         extra = [] if options.held_out_split else ["--validation", validation]
         for index, (exporter, model) in enumerate(prepare(options.exporters).items()):
             dense = embeddings(model, held)
-            chosen = [c for c in CONFIGS if c[0] in options.configs]
+            chosen = [c for c in CONFIGS if c.label in options.configs]
             if index or options.exporters[0] != "torchscript":
-                chosen = [c for c in chosen if c[0] in OTHER_EXPORTER_CONFIGS]
+                chosen = [c for c in chosen if c.label in OTHER_EXPORTER_CONFIGS]
             for config in chosen:
                 row = minilm_row(exporter, model, config, held, dense, extra)
                 result["minilm"].append(row)
