@@ -132,3 +132,30 @@ def test_adapt_chooses_where_to_grow_by_validation(tmp_path: Path) -> None:
     for row in grown:  # a growth is taken only if it beats the other and the model before it
         better = all(row["after"] < other["after"] for other in grown if other is not row)
         assert row["taken"] == (better and row["after"] < row["before"])
+
+
+def test_masked_adam_step_keeps_zeros_and_their_moments_at_zero() -> None:
+    """The fused Adam step with 0/1 mask multipliers: pruned entries stay +0.0 (no sign flip),
+    Adam's moments stay exactly 0 there, and the other entries learn."""
+    import torch
+
+    from onnxprune.repair.train import _adam, _step
+
+    generator = torch.Generator().manual_seed(0)
+    start = torch.randn(6, 4, generator=generator)
+    start[torch.rand(6, 4, generator=generator) < 0.5] = 0.0
+    zeros = start == 0
+    params = {"w": torch.nn.Parameter(start.clone())}
+    kept = {"w": (~zeros).to(torch.float32)}
+    optimizer = _adam(params, 1e-2)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    inputs, targets = torch.randn(5, 6, generator=generator), torch.randn(5, 4, generator=generator)
+    for _ in range(10):
+        loss = ((inputs @ params["w"] - targets) ** 2).mean()
+        _step(params, kept, optimizer, scheduler, loss)
+    weight = params["w"].detach()
+    assert bool((weight[zeros] == 0).all()) and not bool(torch.signbit(weight[zeros]).any())
+    state = optimizer.state[params["w"]]
+    assert bool((state["exp_avg"][zeros] == 0).all())
+    assert bool((state["exp_avg_sq"][zeros] == 0).all())
+    assert bool((weight[~zeros] != start[~zeros]).all())
