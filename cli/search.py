@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
 import onnxprune
+from cli.common_options import stack
 from cli.errors import EXIT_GATE_FAILED
-from cli.options import (
-    calibration_options_from,
-    gates_from,
-    prune_options_from,
-    verify_options_from,
-)
+from cli.prune_options import calibration_options_from, prune_options_from
 from cli.repair_options import repair_options_from
 from cli.sweep import sweep
+from cli.verify_options import gates_from, verify_options_from
 from onnxprune.errors import InputError
 from onnxprune.paths import StagedOutputs, check_writes, model_reads, model_writes, unstaged
 from onnxprune.report import render_report, to_json, write_json
@@ -26,20 +22,11 @@ from onnxprune.search import OBJECTIVES, SCHEDULES, AutoOptions, auto_compress
 __all__ = ["auto_options", "run_auto", "sweep"]  # sweep: from cli.sweep, registered by main
 
 
-def _stack(*decorators: Callable) -> Callable:
-    def apply(function: Callable) -> Callable:
-        for decorator in reversed(decorators):
-            function = decorator(function)
-        return function
-
-    return apply
-
-
 def _names(text: str | None) -> tuple[str, ...]:
     return tuple(item.strip() for item in (text or "").split(",") if item.strip())
 
 
-auto_options = _stack(
+auto_options = stack(
     click.option(
         "--auto",
         is_flag=True,

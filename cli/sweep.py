@@ -10,18 +10,11 @@ from typing import Any
 
 import click
 
+from cli.common_options import debug_option
 from cli.errors import EXIT_GATE_FAILED
-from cli.options import (
-    COMPRESS_QUANTIZE,
-    calibration_options_from,
-    debug_option,
-    gate_options,
-    gates_from,
-    prune_options,
-    prune_options_from,
-    verify_options,
-    verify_options_from,
-)
+from cli.prune_options import calibration_options_from, prune_options, prune_options_from
+from cli.quantize_options import COMPRESS_QUANTIZE
+from cli.verify_options import gate_options, gates_from, verify_options, verify_options_from
 from onnxprune.errors import InputError
 from onnxprune.paths import check_writes, model_reads
 from onnxprune.report import write_json, write_text_atomic
