@@ -41,13 +41,14 @@ def tensor_data_error(tensor: onnx.TensorProto) -> str | None:
     if tensor.data_type not in _KNOWN_TYPES:
         return f"has an unknown data type {tensor.data_type}"
     elements = math.prod(tensor.dims)
-    if tensor.raw_data:
+    held = len(tensor.raw_data)  # one read: each access copies the bytes
+    if held:
         if tensor.data_type in _PACKED_4BIT:
             needed = (elements + 1) // 2
         else:
             needed = elements * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
-        if len(tensor.raw_data) != needed:
-            return f"holds {len(tensor.raw_data)} bytes, its shape and type need {needed}"
+        if held != needed:
+            return f"holds {held} bytes, its shape and type need {needed}"
         return None
     try:
         onnx.numpy_helper.to_array(tensor)
