@@ -15,7 +15,13 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-__all__ = ["QuantizeEmbeddingsPass", "block_for", "embedding_gathers", "quantize_table"]
+__all__ = [
+    "QuantizeEmbeddingsPass",
+    "block_for",
+    "embedding_gathers",
+    "gather_block_quantized",
+    "quantize_table",
+]
 
 logger = logging.getLogger(__name__)
 CONTRIB = "com.microsoft"
@@ -64,6 +70,34 @@ def quantize_table(table: np.ndarray, block_size: int) -> tuple[np.ndarray, ...]
     )
 
 
+def gather_block_quantized(
+    model: onnx.ModelProto,
+    node: onnx.NodeProto,
+    tensors: dict[str, np.ndarray],
+    block: int,
+    bits: int,
+) -> onnx.NodeProto:
+    """The ``GatherBlockQuantized`` replacing the Gather ``node``; adds its initializers.
+
+    ``tensors`` maps name -> array for the quantized table, its scales and zero points, in
+    that order; blocks run along the row (``quantize_axis`` 1), the gather axis is kept.
+    """
+    model.graph.initializer.extend(numpy_helper.from_array(a, n) for n, a in tensors.items())
+    data, scales, zeros = tensors
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+    return helper.make_node(
+        "GatherBlockQuantized",
+        [data, node.input[1], scales, zeros],
+        list(node.output),
+        name=node.name,
+        domain=CONTRIB,
+        gather_axis=axis,
+        quantize_axis=1,
+        block_size=block,
+        bits=bits,
+    )
+
+
 class QuantizeEmbeddingsPass:
     """Replace the chosen Gathers on float tables by 8-bit ``GatherBlockQuantized``.
 
@@ -84,26 +118,8 @@ class QuantizeEmbeddingsPass:
             table = numpy_helper.to_array(constants[node.input[0]])
             data, scale, zero = quantize_table(table, block)
             base = node.input[0]
-            model.graph.initializer.extend(
-                [
-                    numpy_helper.from_array(data, f"{base}_q8"),
-                    numpy_helper.from_array(scale, f"{base}_q8_scale"),
-                    numpy_helper.from_array(zero, f"{base}_q8_zero"),
-                ]
-            )
-            axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
-            inputs = [f"{base}_q8", node.input[1], f"{base}_q8_scale", f"{base}_q8_zero"]
-            replacement = helper.make_node(
-                "GatherBlockQuantized",
-                inputs,
-                list(node.output),
-                name=node.name,
-                domain=CONTRIB,
-                gather_axis=axis,
-                quantize_axis=1,
-                block_size=block,
-                bits=8,
-            )
+            tensors = {f"{base}_q8": data, f"{base}_q8_scale": scale, f"{base}_q8_zero": zero}
+            replacement = gather_block_quantized(model, node, tensors, block, bits=8)
             model.graph.node.remove(node)
             model.graph.node.insert(index, replacement)
             done.append(node.name)

@@ -19,6 +19,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from onnxprune.quant.embeddings import gather_block_quantized
+
 __all__ = ["QuantizeTables4Pass", "quantize_table4"]
 
 logger = logging.getLogger(__name__)
@@ -88,26 +90,12 @@ class QuantizeTables4Pass:
     def _replacement(self, model, node: onnx.NodeProto, table: onnx.TensorProto):
         values, scales, zero = quantize_table4(numpy_helper.to_array(table), self.block)
         base = table.name
-        model.graph.initializer.extend(
-            [
-                numpy_helper.from_array(values, f"{base}_Q4"),
-                numpy_helper.from_array(scales.astype(_dtype(table)), f"{base}_scales"),
-                numpy_helper.from_array(zero, f"{base}_zero_points"),
-            ]
-        )
-        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
-        inputs = [f"{base}_Q4", node.input[1], f"{base}_scales", f"{base}_zero_points"]
-        return helper.make_node(
-            "GatherBlockQuantized",
-            inputs,
-            list(node.output),
-            name=node.name,
-            domain=CONTRIB,
-            gather_axis=axis,
-            quantize_axis=1,
-            block_size=self.block,
-            bits=4,
-        )
+        tensors = {
+            f"{base}_Q4": values,
+            f"{base}_scales": scales.astype(_dtype(table)),
+            f"{base}_zero_points": zero,
+        }
+        return gather_block_quantized(model, node, tensors, self.block, bits=4)
 
 
 def _dtype(table: onnx.TensorProto) -> np.dtype:
