@@ -327,6 +327,11 @@ def test_adapt_drops_blocks_while_the_budget_holds(tmp_path: Path) -> None:
     assert steps[1]["before"] == steps[0]["after"]
     kept, original = onnx.load(tmp_path / "a.onnx"), onnx.load(model)
     assert len(kept.graph.node) < len(original.graph.node)  # one block fewer
+    first, second = steps[0]["dropped"], steps[1]["dropped"]
+    assert len(first) == len(second) == 1 and first != second  # each step names its block
+    names = {node.name for node in kept.graph.node}
+    assert first[0] not in names and second[0] in names  # the refused drop is not applied
+    assert f"[dropped: {first[0]}]" in result.output
 
 
 def test_max_time_bounds_the_repair(pair, tmp_path: Path) -> None:

@@ -144,7 +144,7 @@ def _reduce(current, teacher, work, options, judge, state, steps) -> Path:
     for index in range(options.max_steps):
         dropped, candidate = work / f"drop{index}.onnx", work / f"drop{index}.repaired.onnx"
         try:
-            drop_layers_file(
+            section = drop_layers_file(
                 current, dropped, DropOptions(blocks=1, calibration=options.repair.calibration)
             )
         except InputError as error:
@@ -152,7 +152,8 @@ def _reduce(current, teacher, work, options, judge, state, steps) -> Path:
             break
         _repair(dropped, teacher, candidate, options.repair)
         after = judge(candidate)
-        steps.append(_step("drop 1 block + repair", state, after, after["budget_holds"]))
+        row = _step("drop 1 block + repair", state, after, after["budget_holds"])
+        steps.append({**row, "dropped": section["dropped"]})  # the residual Add(s) removed
         if not after["budget_holds"]:
             break
         current, state = candidate, after

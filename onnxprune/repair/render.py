@@ -61,6 +61,8 @@ def render_adapt(section: dict) -> list[str]:
         verdict = "taken" if step["taken"] else "refused"
         budget = "budget holds" if step["budget_holds"] else "budget broken"
         note = f" ({step['note']})" if step.get("note") else ""
+        if step.get("dropped"):
+            note += f" [dropped: {', '.join(step['dropped'])}]"
         lines.append(
             f"  {step['step'][:40]:<40} {step['before']:.4f} -> {after}  {verdict}, {budget}{note}"
         )
