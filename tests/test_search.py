@@ -281,3 +281,27 @@ def test_revert_never_offers_the_dense_model():
     levels = (0.0, 0.3, 0.6, 0.9)
     last = {"robust": 0.0, "fragile": 0.3, "small": 0.0}
     assert revert_most_sensitive(_curves(), levels, last) is None
+
+
+def test_bisection_looks_higher_when_a_level_prunes_nothing():
+    """A structured level that rounds to no unit is a no-op (passes), not the end of the method:
+    the search goes on above it and keeps what it tried; at the top level it means 'skip'."""
+    from onnxprune.errors import NothingToPrune
+    from onnxprune.search.bisect import Outcome, verified_bisection
+
+    def evaluate(allocation):
+        level = allocation["x"]
+        if level < 0.12:
+            raise NothingToPrune(f"level {level} rounds to no unit", [], {})
+        return Outcome(f"l{level}", level <= 0.15, -level, allocation, {})
+
+    def search(high):
+        return verified_bisection(evaluate, lambda level: {"x": level}, lambda a: None, high, 5, 0)
+
+    best, trace = search(0.8)
+    assert [(step["level"], step.get("passed")) for step in trace] == [
+        (0.8, False), (0.4, False), (0.2, False), (0.1, None), (0.15, True), (0.175, False),
+    ]  # fmt: skip
+    assert "rounds to no unit" in trace[3]["nothing_to_prune"] and best.key == "l0.15"
+    with pytest.raises(NothingToPrune):  # the top level itself prunes nothing: not applicable
+        search(0.1)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from onnxprune.errors import NothingToPrune
 from onnxprune.search.sensitivity import LayerCurve
 
 __all__ = ["Budget", "BudgetSpent", "Outcome", "revert_most_sensitive", "verified_bisection"]
@@ -99,13 +100,18 @@ def verified_bisection(
         return outcome
 
     try:
-        failing = attempt(allocate(high), "highest", high)
+        failing = attempt(allocate(high), "highest", high)  # NothingToPrune here: not applicable
         if failing.passed:
             return best, trace
         low, top = 0.0, high
         for _ in range(steps):
             middle = round((low + top) / 2, 4)
-            outcome = attempt(allocate(middle), "bisect", middle)
+            try:
+                outcome = attempt(allocate(middle), "bisect", middle)
+            except NothingToPrune as error:  # so low a level rounds to no unit: look higher
+                trace.append({"step": "bisect", "level": middle, "nothing_to_prune": str(error)})
+                low = middle
+                continue
             if outcome.passed:
                 low = middle
             else:
