@@ -14,13 +14,31 @@ import time
 import numpy as np
 import onnxruntime as ort
 
-__all__ = ["measure_latency"]
+__all__ = ["interleaved_times", "measure_latency"]
 
 
-def _run_ms(session: ort.InferenceSession, feed: dict[str, np.ndarray]) -> float:
-    start = time.perf_counter()
-    session.run(None, feed)
-    return (time.perf_counter() - start) * 1000.0
+def interleaved_times(
+    sessions: dict[str, ort.InferenceSession],
+    feed: dict[str, np.ndarray],
+    runs: int,
+    warmup: int,
+) -> dict[str, dict[str, list[float]]]:
+    """Per session, its ``wall_ms`` and ``cpu_ms`` (this thread's CPU time) per round: after
+    ``warmup`` rounds, ``runs`` rounds in which every session runs once, the order rotating by
+    one each round (for two sessions: alternating)."""
+    names = list(sessions)
+    for _ in range(warmup):
+        for name in names:
+            sessions[name].run(None, feed)
+    times: dict[str, dict[str, list[float]]] = {n: {"wall_ms": [], "cpu_ms": []} for n in names}
+    for index in range(runs):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
+            cpu, wall = time.thread_time(), time.perf_counter()
+            sessions[name].run(None, feed)
+            times[name]["wall_ms"].append((time.perf_counter() - wall) * 1000.0)
+            times[name]["cpu_ms"].append((time.thread_time() - cpu) * 1000.0)
+    return times
 
 
 # Fewer interleaved pairs than this give a ratio too noisy to call a speed-up.
@@ -74,14 +92,8 @@ def measure_latency(
     model's entry also holds its per-run times (``times_ms``, see ``_raw_times``).
     """
     sessions = {"baseline": baseline, "candidate": candidate}
-    for _ in range(warmup):
-        for session in sessions.values():
-            session.run(None, feed)
-    times: dict[str, list[float]] = {"baseline": [], "candidate": []}
-    for round_index in range(runs):
-        order = ("baseline", "candidate") if round_index % 2 == 0 else ("candidate", "baseline")
-        for name in order:
-            times[name].append(_run_ms(sessions[name], feed))
+    clocks = interleaved_times(sessions, feed, runs, warmup)
+    times = {name: clocks[name]["wall_ms"] for name in sessions}
     result: dict = {"runs": runs, "warmup": warmup}
     for name, values in times.items():
         result[name] = {

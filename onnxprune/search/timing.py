@@ -18,12 +18,12 @@ the one with fewer MACs stays.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from onnxprune.latency import interleaved_times
 from onnxprune.runtime import create_session
 
 __all__ = [
@@ -47,19 +47,7 @@ def time_models(
 ) -> dict[str, dict[str, list[float]]]:
     """Per model, its ``wall_ms`` and ``cpu_ms`` per round, interleaved (rotating order)."""
     sessions = {name: create_session(path, threads) for name, path in models.items()}
-    names = list(sessions)
-    for _ in range(WARMUP):
-        for name in names:
-            sessions[name].run(None, feed)
-    times = {name: {"wall_ms": [], "cpu_ms": []} for name in names}
-    for index in range(rounds):
-        shift = index % len(names)
-        for name in names[shift:] + names[:shift]:
-            cpu, wall = time.thread_time(), time.perf_counter()
-            sessions[name].run(None, feed)
-            times[name]["wall_ms"].append((time.perf_counter() - wall) * 1000.0)
-            times[name]["cpu_ms"].append((time.thread_time() - cpu) * 1000.0)
-    return times
+    return interleaved_times(sessions, feed, rounds, WARMUP)
 
 
 def block_ratios(reference: list[float], other: list[float], blocks: int = BLOCKS) -> dict:
