@@ -7,6 +7,7 @@ report can say exactly how its numbers were measured.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,14 @@ import onnxruntime as ort
 from onnxprune.data import Dataset
 from onnxprune.errors import InputError
 
-__all__ = ["create_session", "fixed_batch", "run_dataset", "run_feed", "tensor_outputs"]
+__all__ = [
+    "create_session",
+    "fixed_batch",
+    "pinned_batch",
+    "run_dataset",
+    "run_feed",
+    "tensor_outputs",
+]
 
 
 def create_session(path: str | os.PathLike, threads: int = 0) -> ort.InferenceSession:
@@ -33,7 +41,12 @@ def create_session(path: str | os.PathLike, threads: int = 0) -> ort.InferenceSe
 
 def fixed_batch(session: ort.InferenceSession) -> int | None:
     """The batch size every input pins on its first axis, or None if the batch is dynamic."""
-    sizes = {i.shape[0] for i in session.get_inputs() if i.shape and isinstance(i.shape[0], int)}
+    return pinned_batch(i.shape[0] for i in session.get_inputs() if i.shape)
+
+
+def pinned_batch(first_dims: Iterable[object]) -> int | None:
+    """The one integer among the inputs' first dims (symbolic ones ignored), else None."""
+    sizes = {dim for dim in first_dims if isinstance(dim, int)}
     return sizes.pop() if len(sizes) == 1 else None
 
 

@@ -218,7 +218,7 @@ def outputs_in_slices(
     live = [dataset.slice(s, s + batch) for s in range(0, dataset.samples, batch)]
     pieces: dict[str, list[np.ndarray]] = {name: [] for name in names}
     nodes = list(model.graph)
-    for piece in slices:
+    for number, piece in enumerate(slices):
         here = {out.name for node in nodes[piece.start : piece.stop] for out in node.outputs}
         wanted = [name for name in names if name in here]
         fetch = list(dict.fromkeys([*piece.outputs, *wanted]))
@@ -231,7 +231,7 @@ def outputs_in_slices(
             for name in wanted:
                 pieces[name].append(results[name])
         del session
-        forget(live, slices, slices.index(piece))
+        forget(live, slices, number)
     return {name: np.concatenate(parts, axis=0) for name, parts in pieces.items()}
 
 

@@ -27,21 +27,12 @@ from onnxprune.calibration import (
     refuse_non_finite,
 )
 from onnxprune.data import Dataset
-from onnxprune.runtime import run_feed
+from onnxprune.runtime import pinned_batch, run_feed
 from onnxprune.staged import Slice, feed_of, forget, slice_session
 
 __all__ = ["staged_groups"]
 
 logger = logging.getLogger(__name__)
-
-
-def _fixed_batch(model: ir.Model) -> int | None:
-    """The batch size every graph input pins on its first axis (as ``runtime.fixed_batch``)."""
-    sizes = set()
-    for value in model.graph.inputs:
-        if value.shape is not None and len(value.shape) and isinstance(value.shape[0], int):
-            sizes.add(value.shape[0])
-    return sizes.pop() if len(sizes) == 1 else None
 
 
 def _home_slices(model: ir.Model, slices: list[Slice], keys: dict) -> dict[tuple, int]:
@@ -79,7 +70,8 @@ def staged_groups(
     is (key -> in_features, weight name -> key) as in ``statistics_in_groups``."""
     features_of, key_of = slots
     home = _home_slices(model, slices, features_of)
-    batch = _fixed_batch(model) or options.batch_size
+    first_dims = (v.shape[0] for v in model.graph.inputs if v.shape is not None and len(v.shape))
+    batch = pinned_batch(first_dims) or options.batch_size
     live = [dataset.slice(s, s + batch) for s in range(0, dataset.samples, batch)]
     masks = [feed.get(mask_name) if mask_name else None for feed in live]
     needed = slices[: max(home.values(), default=-1) + 1]
