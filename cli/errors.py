@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from cli.logs import configure_logging
-from onnxprune.errors import OnnxpruneError
+from onnxprune.errors import OnnxpruneError, first_line
 from onnxprune.paths import os_error_message, unstage_text
 
 __all__ = ["EXIT_GATE_FAILED", "EXIT_INPUT", "EXIT_INTERNAL", "OneLineErrorGroup"]
@@ -49,7 +49,7 @@ def _fail(message: str, code: int) -> None:
 
 def _internal(error: Exception) -> None:
     """A bug: say so in one line, keep the traceback for ``--debug``."""
-    detail = unstage_text(str(error).splitlines()[0]) if str(error).strip() else ""
+    detail = unstage_text(first_line(error, ""))
     _fail(
         f"internal error: {type(error).__name__}: {detail} (rerun with --debug for the traceback)",
         EXIT_INTERNAL,

@@ -27,6 +27,8 @@ from onnxscript.rewriter.rules.common import (
     fuse_batchnorm_into_gemm_rule,
 )
 
+from onnxprune.errors import first_line
+
 __all__ = ["CleanupPass", "RemoveDropoutPass"]
 
 logger = logging.getLogger(__name__)
@@ -117,7 +119,9 @@ class CleanupPass(ir.passes.InPlacePass):
                 working = model.clone()
                 run(working)
             except Exception as error:  # onnxscript fails on some valid graphs
-                self.skipped[step] = f"{type(error).__name__}: {str(error).splitlines()[0]}"
+                detail = first_line(error, "")
+                name = type(error).__name__
+                self.skipped[step] = f"{name}: {detail}" if detail else name
                 logger.info("clean-up step '%s' skipped: %s", step, self.skipped[step])
                 continue
             _replace_graph(model, working)

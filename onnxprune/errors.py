@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["InputError", "NothingToPrune", "OnnxpruneError", "compiled_regex"]
+__all__ = ["InputError", "NothingToPrune", "OnnxpruneError", "compiled_regex", "first_line"]
 
 
 class OnnxpruneError(Exception):
@@ -37,3 +37,14 @@ def compiled_regex(option: str, pattern: str | None):
         return re.compile(pattern)
     except re.error as error:
         raise InputError(f"{option} '{pattern}' is not a valid regex: {error}") from error
+
+
+def first_line(error: BaseException, empty: str | None = None) -> str:
+    """The first line of ``error``'s message, for one-line reports.
+
+    An exception with an empty message gives ``empty``, or its type name when ``empty`` is None.
+    """
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__ if empty is None else empty
+    return text.splitlines()[0]

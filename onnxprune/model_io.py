@@ -25,7 +25,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
-from onnxprune.errors import InputError
+from onnxprune.errors import InputError, first_line
 from onnxprune.paths import os_error_message, same_file
 from onnxprune.proto_check import check_proto
 
@@ -44,11 +44,6 @@ logger = logging.getLogger(__name__)
 EXTERNAL_DATA_THRESHOLD_BYTES = 1 << 30
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
-
-
 def load_model(path: str | os.PathLike) -> ir.Model:
     """Load ``path`` into an onnx-ir model, validating the file and its external data.
 
@@ -65,18 +60,18 @@ def load_model(path: str | os.PathLike) -> ir.Model:
     except OSError as error:
         raise InputError(os_error_message(error, path)) from error
     except Exception as error:  # protobuf and onnx raise several types for a damaged file
-        raise InputError(f"{path}: not a valid ONNX model ({_first_line(error)})") from error
+        raise InputError(f"{path}: not a valid ONNX model ({first_line(error)})") from error
     check_proto(proto, path)
     try:
         model = ir.serde.deserialize_model(proto)
     except Exception as error:  # onnx-ir raises many types for inconsistent protos
-        raise InputError(f"{path}: not a valid ONNX model ({_first_line(error)})") from error
+        raise InputError(f"{path}: not a valid ONNX model ({first_line(error)})") from error
     ir.external_data.set_base_dir(model.graph, path.parent)
     _check_external_data(model, path)
     try:
         onnx.checker.check_model(str(path))
     except Exception as error:  # ValidationError, or onnx's C++ errors on odd protos
-        raise InputError(f"{path}: not a valid ONNX model ({_first_line(error)})") from error
+        raise InputError(f"{path}: not a valid ONNX model ({first_line(error)})") from error
     return model
 
 
@@ -143,7 +138,7 @@ def _check_written_model(path: Path) -> None:
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
-        raise InputError(f"the result fails the ONNX checker: {_first_line(error)}") from error
+        raise InputError(f"the result fails the ONNX checker: {first_line(error)}") from error
     options = ort.SessionOptions()  # only loaded, never run: one thread, weights not repacked
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
@@ -152,7 +147,7 @@ def _check_written_model(path: Path) -> None:
         ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own exception types
         raise InputError(
-            f"the result does not load in onnxruntime: {_first_line(error)}"
+            f"the result does not load in onnxruntime: {first_line(error)}"
         ) from error
 
 

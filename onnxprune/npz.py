@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxprune.errors import InputError
+from onnxprune.errors import InputError, first_line
 
 __all__ = ["MAX_EXPANSION", "MAX_NPZ_BYTES", "MIN_ALLOWANCE", "npz_allowance", "read_npz"]
 
@@ -100,5 +100,5 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
     except _READ_ERRORS as error:
-        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        detail = first_line(error)
         raise InputError(f"{path}: not a readable .npz file ({detail})") from error

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from onnxprune.errors import InputError
+from onnxprune.errors import InputError, first_line
 
 __all__ = ["PLATFORMS", "OrtOptions", "convert_to_ort", "write_operator_config"]
 
@@ -54,11 +54,6 @@ class OrtOptions:
         }
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
-
-
 def convert_to_ort(
     model: str | os.PathLike, output: str | os.PathLike, options: OrtOptions
 ) -> None:
@@ -86,7 +81,7 @@ def convert_to_ort(
         )
     except Exception as error:  # onnxruntime raises its own exception types
         raise InputError(
-            f"{model}: onnxruntime cannot convert it ({_first_line(error)})"
+            f"{model}: onnxruntime cannot convert it ({first_line(error)})"
         ) from error
     if not Path(output).is_file():
         raise InputError(f"{model}: onnxruntime wrote no ORT model")

@@ -16,7 +16,7 @@ import onnx
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from onnxprune.errors import InputError
+from onnxprune.errors import InputError, first_line
 from onnxprune.paths import graph_tensors
 
 __all__ = ["check_proto", "tensor_data_error"]
@@ -27,11 +27,6 @@ _PACKED_4BIT = {
     if hasattr(onnx.TensorProto, name)
 }
 _KNOWN_TYPES = set(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.UNDEFINED}
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
 
 
 def tensor_data_error(tensor: onnx.TensorProto) -> str | None:
@@ -53,7 +48,7 @@ def tensor_data_error(tensor: onnx.TensorProto) -> str | None:
     try:
         onnx.numpy_helper.to_array(tensor)
     except Exception as error:  # typed fields that do not match the shape
-        return f"has data that does not match its shape ({_first_line(error)})"
+        return f"has data that does not match its shape ({first_line(error)})"
     return None
 
 

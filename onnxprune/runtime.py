@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 
 from onnxprune.data import Dataset
-from onnxprune.errors import InputError
+from onnxprune.errors import InputError, first_line
 
 __all__ = [
     "create_session",
@@ -35,7 +35,7 @@ def create_session(path: str | os.PathLike, threads: int = 0) -> ort.InferenceSe
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own exception types
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        message = first_line(error)
         raise InputError(f"{Path(path)}: onnxruntime cannot load the model ({message})") from error
 
 
@@ -67,7 +67,7 @@ def run_dataset(
         try:
             results = session.run(names, feed)
         except Exception as error:  # onnxruntime raises its own exception types
-            message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            message = first_line(error)
             hint = (
                 " (made-up inputs: give real ones with --data, or their shapes with --input-shape)"
                 if dataset.synthetic
@@ -87,7 +87,7 @@ def run_feed(
     try:
         return session.run(names, feed)
     except Exception as error:  # onnxruntime raises its own exception types
-        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        message = first_line(error)
         raise InputError(f"onnxruntime failed on samples {start}+: {message}") from error
 
 

@@ -28,7 +28,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from onnxprune.data import Dataset
-from onnxprune.errors import InputError
+from onnxprune.errors import InputError, first_line
 from onnxprune.runtime import run_feed
 
 __all__ = [
@@ -195,7 +195,7 @@ def slice_session(
             )
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own exception types
-        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        message = first_line(error)
         raise InputError(f"onnxruntime cannot load slice {piece.start}: {message}") from error
     finally:
         path.unlink(missing_ok=True)

@@ -20,7 +20,7 @@ import numpy as np
 import onnxruntime as ort
 
 from onnxprune.data import Dataset
-from onnxprune.errors import InputError
+from onnxprune.errors import InputError, first_line
 from onnxprune.model_io import load_model, model_files
 from onnxprune.runtime import create_session, fixed_batch, run_dataset
 from onnxprune.staged import outputs_in_slices
@@ -73,7 +73,7 @@ def described(path: str | os.PathLike, threads: int = 0) -> Described:
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own exception types
-        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        message = first_line(error)
         raise InputError(f"{path}: onnxruntime cannot load the model ({message})") from error
     return Described(session)
 

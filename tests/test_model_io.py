@@ -11,6 +11,7 @@ import pytest
 from conftest import FIXTURE_MODELS
 
 from onnxprune import InputError
+from onnxprune.errors import first_line
 from onnxprune.model_io import external_data_files, load_model, save_model, uses_external_data
 
 DYNAMO = FIXTURE_MODELS["digits_cnn_dynamo"][0]
@@ -95,3 +96,16 @@ def _short_data(tmp_path: Path) -> Path:
 def test_bad_models_are_refused(tmp_path: Path, make, message: str) -> None:
     with pytest.raises(InputError, match=message):
         load_model(make(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("error", "empty", "expected"),
+    [
+        (ValueError("bad shape\n  at node 3"), None, "bad shape"),
+        (ValueError("  \n second line first\n"), None, "second line first"),
+        (RuntimeError(), None, "RuntimeError"),
+        (RuntimeError(""), "", ""),
+    ],
+)
+def test_first_line_of_an_error(error: BaseException, empty: str | None, expected: str) -> None:
+    assert first_line(error, empty) == expected

@@ -110,6 +110,24 @@ def test_cleanup_removes_dropout_and_identity() -> None:
     assert cleanup.counts == {"Dropout": 1, "Identity": 1}
 
 
+def test_cleanup_step_failing_without_a_message_is_skipped_with_its_type(monkeypatch) -> None:
+    import onnxprune.cleanup as cleanup_module
+
+    def silent_failure(model: ir.Model) -> None:
+        raise AssertionError()
+
+    monkeypatch.setattr(cleanup_module, "_STEPS", (("optimize", silent_failure),))
+    text = """<ir_version: 8, opset_import: ["" : 17]>
+    agraph (float[2, 3] x) => (float[2, 3] y) {
+        y = Relu (x)
+    }"""
+    model = ir.serde.deserialize_model(onnx.parser.parse_model(text))
+    cleanup = CleanupPass()
+    cleanup(model)
+    assert cleanup.skipped == {"optimize": "AssertionError"}
+    assert [n.op_type for n in model.graph] == ["Relu"]
+
+
 def test_compress_with_int8_reports_every_stage(tmp_path: Path) -> None:
     name = "adult_mlp"
     report = onnxprune.compress_file(

@@ -17,7 +17,7 @@ import onnx
 import onnxruntime as ort
 
 from onnxprune.data import Dataset
-from onnxprune.errors import InputError
+from onnxprune.errors import InputError, first_line
 
 __all__ = ["capture_rows"]
 
@@ -67,7 +67,7 @@ def capture_rows(
         try:
             results = session.run(names, feed)
         except Exception as error:  # onnxruntime raises its own exception types
-            message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            message = first_line(error)
             raise InputError(f"calibration run failed on samples {start}+: {message}") from error
         mask = feed.get(mask_name) if mask_name else None
         for name, result in zip(names, results, strict=True):

@@ -12,7 +12,7 @@ import logging
 import multiprocessing
 from collections.abc import Sequence
 
-from onnxprune.errors import InputError
+from onnxprune.errors import InputError, first_line
 
 __all__ = ["RAY_INSTALL_HINT", "require_ray", "run_jobs"]
 
@@ -40,7 +40,7 @@ def _on_ray(jobs: Sequence, objective: str, address: str) -> list[dict]:
             try:
                 ray.init(address=address, log_to_driver=False)
             except (ConnectionError, RuntimeError, ValueError) as error:
-                first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                first = first_line(error, "")
                 raise InputError(f"--ray {address}: no Ray cluster to join ({first})") from None
     try:
         task = ray.remote(num_cpus=1)(run_job)
