@@ -146,9 +146,7 @@ def _check_written_model(path: Path) -> None:
     try:
         ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own exception types
-        raise InputError(
-            f"the result does not load in onnxruntime: {first_line(error)}"
-        ) from error
+        raise InputError(f"the result does not load in onnxruntime: {first_line(error)}") from error
 
 
 def check_distinct_output(

@@ -80,9 +80,7 @@ def convert_to_ort(
             disabled_optimizers=disabled,
         )
     except Exception as error:  # onnxruntime raises its own exception types
-        raise InputError(
-            f"{model}: onnxruntime cannot convert it ({first_line(error)})"
-        ) from error
+        raise InputError(f"{model}: onnxruntime cannot convert it ({first_line(error)})") from error
     if not Path(output).is_file():
         raise InputError(f"{model}: onnxruntime wrote no ORT model")
 

@@ -74,8 +74,14 @@ def test_compress_defaults_write_beside_the_input(tmp_path: Path) -> None:
     model = tmp_path / "cnn.onnx"
     shutil.copy(CNN, model)
     result = run_cli(
-        "compress", model, "--target-sparsity", "0.5", "--data", CNN_DATA,
-        "--no-default-budget", *FAST,
+        "compress",
+        model,
+        "--target-sparsity",
+        "0.5",
+        "--data",
+        CNN_DATA,
+        "--no-default-budget",
+        *FAST,
     )
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "cnn.compressed.report.json").read_text())

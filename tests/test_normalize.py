@@ -73,8 +73,9 @@ def test_data_aware_methods_refuse_subgraph_weights_with_the_reason(tmp_path: Pa
     data = tmp_path / "calib.npz"
     x = np.random.default_rng(2).standard_normal((8, 32)).astype(np.float32)
     np.savez(data, x=x, sr=np.array(16000, np.int64))
-    result = run_cli("prune", model, "-o", tmp_path / "o.onnx", "--method", "wanda",
-                  "--calibration", data)
+    result = run_cli(
+        "prune", model, "-o", tmp_path / "o.onnx", "--method", "wanda", "--calibration", data
+    )
     assert result.returncode == 2
     assert "used inside a subgraph" in result.stdout
     assert not (tmp_path / "o.onnx").exists()

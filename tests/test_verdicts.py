@@ -27,16 +27,27 @@ def test_compress_without_gates_checks_a_default_budget(tmp_path: Path) -> None:
     assert "Result: FAIL (a gate broke) on output 'logits' (min_agreement)" in result.stdout
     report = json.loads(out.with_name("cnn.report.json").read_text())
     assert report["gates"][0] == {**report["gates"][0], "default": True, "limit": 0.95}
-    loosened = run_cli("compress", CNN, "-o", out, "--target-sparsity", "0.9", "--data", CNN_DATA,
-                    "--no-default-budget", *FAST)
+    loosened = run_cli(
+        "compress",
+        CNN,
+        "-o",
+        out,
+        "--target-sparsity",
+        "0.9",
+        "--data",
+        CNN_DATA,
+        "--no-default-budget",
+        *FAST,
+    )
     assert loosened.returncode == 0 and "Result: no gates set" in loosened.stdout
 
 
 def test_embedding_budget_is_cosine_and_agreement_is_refused(tmp_path: Path) -> None:
     model = minus_one_batch_embedding(tmp_path / "emb.onnx")
     out = tmp_path / "out.onnx"
-    result = run_cli("compress", model, "-o", out, "--target-sparsity", "0.9", "--min-fan-in", "0",
-                  *FAST)
+    result = run_cli(
+        "compress", model, "-o", out, "--target-sparsity", "0.9", "--min-fan-in", "0", *FAST
+    )
     assert result.returncode == 1, result.stderr
     assert "min_cosine" in result.stdout and "top-1" not in result.stdout
     refused = run_cli("compress", model, "-o", tmp_path / "r.onnx", "--min-agreement", "0.9", *FAST)
@@ -53,8 +64,18 @@ def test_verify_without_gates_says_nothing_was_checked() -> None:
 
 
 def test_a_value_at_the_limit_passes() -> None:
-    result = run_cli("verify", CNN, CNN, "--data", CNN_DATA, "--min-agreement", "1.0",
-                  "--min-cosine", "1.0", *FAST)
+    result = run_cli(
+        "verify",
+        CNN,
+        CNN,
+        "--data",
+        CNN_DATA,
+        "--min-agreement",
+        "1.0",
+        "--min-cosine",
+        "1.0",
+        *FAST,
+    )
     assert result.returncode == 0, result.stdout
 
 
@@ -77,8 +98,9 @@ def test_task_inference(name: str, labels: bool, task: str | None) -> None:
 
 def test_nothing_to_prune_prints_every_reason_and_writes_the_report(tmp_path: Path) -> None:
     report = tmp_path / "r.json"
-    result = run_cli("prune", CNN, "-o", tmp_path / "o.onnx", "--include", "no-such-layer",
-                  "--report", report)
+    result = run_cli(
+        "prune", CNN, "-o", tmp_path / "o.onnx", "--include", "no-such-layer", "--report", report
+    )
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert "not matched by --include 'no-such-layer'" in result.stdout
@@ -99,8 +121,19 @@ def test_grouped_reasons_keep_full_examples() -> None:
 
 def test_library_logs_are_owned(tmp_path: Path) -> None:
     calibration = CNN.with_name("digits_cnn-calibration.npz")
-    result = run_cli("quantize", CNN, "-o", tmp_path / "q.onnx", "--mode", "static",
-                  "--calibration", calibration, "--data", CNN_DATA, *FAST)
+    result = run_cli(
+        "quantize",
+        CNN,
+        "-o",
+        tmp_path / "q.onnx",
+        "--mode",
+        "static",
+        "--calibration",
+        calibration,
+        "--data",
+        CNN_DATA,
+        *FAST,
+    )
     assert result.returncode == 0, result.stderr
     assert "pre-processing" not in result.stderr and "root" not in result.stderr
     debug = run_cli("inspect", CNN, "--debug")
@@ -140,8 +173,16 @@ def test_non_finite_calibration_is_refused(tmp_path: Path) -> None:
     data["input"] = data["input"].copy()
     data["input"][0, 0, 0, 0] = np.nan
     np.savez(calibration, **data)
-    result = run_cli("prune", CNN, "-o", tmp_path / "o.onnx", "--method", "sparsegpt",
-                  "--calibration", calibration)
+    result = run_cli(
+        "prune",
+        CNN,
+        "-o",
+        tmp_path / "o.onnx",
+        "--method",
+        "sparsegpt",
+        "--calibration",
+        calibration,
+    )
     assert result.returncode == 2 and "NaN or infinite" in result.stderr
     assert not (tmp_path / "o.onnx").exists()
 
@@ -159,8 +200,18 @@ def test_non_finite_candidate_outputs_fail_the_verdict(tmp_path: Path) -> None:
     candidate = tmp_path / "nan.onnx"
     onnx.save(model, candidate)
     report = tmp_path / "r.json"
-    result = run_cli("verify", CNN, candidate, "--data", CNN_DATA, "--report", report,
-                  "--html", tmp_path / "r.html", *FAST)
+    result = run_cli(
+        "verify",
+        CNN,
+        candidate,
+        "--data",
+        CNN_DATA,
+        "--report",
+        report,
+        "--html",
+        tmp_path / "r.html",
+        *FAST,
+    )
     assert result.returncode == 1, result.stderr
     assert "finite_outputs     FAIL" in result.stdout
     written = json.loads(report.read_text())

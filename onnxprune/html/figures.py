@@ -237,8 +237,7 @@ def _group_plot(attribute: str, summary: dict) -> Plot:
     ax.set_yticks(
         rows,
         [
-            f"{_short(g['group'])} (n={g['samples']}"
-            f"{', small' if _small(g, minimum) else ''})"
+            f"{_short(g['group'])} (n={g['samples']}{', small' if _small(g, minimum) else ''})"
             for g in groups
         ],
     )
