@@ -93,6 +93,14 @@ def repair_options(prefix: str = "") -> Callable[[Callable[..., Any]], Callable[
             "beta x the worst group's loss.",
         )
     )
+    decorators.append(
+        click.option(
+            f"--{prefix}changed-only",
+            is_flag=True,
+            help="Train only the blocks whose weights differ from the teacher's (what the "
+            "compression changed); run the others forward.",
+        )
+    )
 
     def apply(function: Callable[..., Any]) -> Callable[..., Any]:
         for decorator in reversed(decorators):
@@ -126,6 +134,7 @@ def repair_options_from(
         beta=get("beta"),
         label_weight=get("label_weight"),
         train_zeros=get("train_zeros"),
+        changed_only=get("changed_only"),
         seed=get("seed"),
         mask_input=params.get("calibration_mask"),
     )

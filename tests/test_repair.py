@@ -350,3 +350,31 @@ def test_a_separate_validation_file_holds_out_what_compression_never_saw(pair, t
     section = repair_file(student, teacher, tmp_path / "out.onnx", options)
     assert section["samples"] == {"calibration": 256, "validation": 10, "test": 10}
     assert section["blocks"][0]["kept"].startswith("trained")
+
+
+def test_changed_only_trains_what_compression_changed(pair, tmp_path: Path) -> None:
+    teacher, student, calibration = pair
+    options = _options(calibration, epochs=5, changed_only=True)
+    section = repair_file(student, teacher, tmp_path / "out.onnx", options)
+    assert section["blocks"][0]["kept"].startswith("trained")
+    assert section["blocks"][1]["stopped"].startswith("unchanged from the teacher")
+    before = {t.name: numpy_helper.to_array(t) for t in onnx.load(student).graph.initializer}
+    after = {
+        t.name: numpy_helper.to_array(t) for t in onnx.load(tmp_path / "out.onnx").graph.initializer
+    }
+    assert not np.array_equal(after["W1"], before["W1"])  # the pruned block trained
+    assert np.array_equal(after["W3"], before["W3"]) and np.array_equal(after["b3"], before["b3"])
+    # Without the flag the head trains too (so the assertion above can fail).
+    repair_file(student, teacher, tmp_path / "all.onnx", _options(calibration, epochs=5))
+    trained = {
+        t.name: numpy_helper.to_array(t) for t in onnx.load(tmp_path / "all.onnx").graph.initializer
+    }
+    assert not np.array_equal(trained["W3"], before["W3"])
+
+
+def test_changed_only_refuses_a_student_equal_to_its_teacher(pair, tmp_path: Path) -> None:
+    teacher, _, calibration = pair
+    options = _options(calibration, epochs=1, changed_only=True)
+    with pytest.raises(InputError, match="--changed-only: no trainable weight differs"):
+        repair_file(teacher, teacher, tmp_path / "out.onnx", options)
+    assert not (tmp_path / "out.onnx").exists()

@@ -104,15 +104,22 @@ def _subset(setup: Setup, names: tuple[str, ...]):
     return params, masks
 
 
+def _untouched(setup: Setup, segment: Segment) -> bool:
+    """With ``changed_only``: none of the segment's weights differs from the teacher's."""
+    return setup.options.changed_only and not setup.changed.intersection(segment.params)
+
+
 def _blockwise(setup: Setup, end: float, rng: np.random.Generator) -> list[dict]:
     """Train each segment in turn, then run it forward on every chunk."""
     rows = []
-    pending = sum(1 for s in setup.segments if s.params) + (
+    pending = sum(1 for s in setup.segments if s.params and not _untouched(setup, s)) + (
         setup.options.distill_epochs > 0 and setup.options.epochs > 0
     )
     for segment in setup.segments:
         row = {"block": segment.label, "target": list(segment.targets), "weights": 0}
-        if segment.params and time.monotonic() >= end:
+        if segment.params and _untouched(setup, segment):
+            row["stopped"] = "unchanged from the teacher (--changed-only)"
+        elif segment.params and time.monotonic() >= end:
             row["stopped"] = "time (--max-time spent before this block)"
         elif segment.params and setup.options.epochs > 0:
             params, masks = _subset(setup, segment.params)
@@ -145,7 +152,8 @@ def repair_weights(setup: Setup) -> tuple[dict[str, np.ndarray], dict]:
     blocks = _blockwise(setup, end, rng) if options.epochs > 0 else []
     distillation = None
     if options.distill_epochs > 0:
-        params, masks = _subset(setup, tuple(setup.params))
+        names = [n for s in setup.segments if not _untouched(setup, s) for n in s.params]
+        params, masks = _subset(setup, tuple(names))
         settings = _settings(setup, "distillation", options.distill_epochs, 1.0, end)
         distillation = fit(params, masks, model_forward, setup, settings, rng)
     after = {

@@ -36,6 +36,9 @@ class RepairOptions:
         augment_rate: fraction of tokens replaced, or noise relative to each feature's spread.
         train_zeros: regex of weight names whose zeros may change (a ``grow --deeper`` layer
             starts as an identity matrix, almost all zeros); every other weight keeps its zeros.
+        changed_only: train only the segments holding a weight that differs from the
+            teacher's initializer of the same name (what the compression changed; a structured
+            FFN prune leaves the attention blocks as they were); the others are run forward.
         seed: seeds the held-out split, the shuffling and torch.
         mask_input: input marking real positions (default ``attention_mask`` when present).
         progress: progress bars (None: only on a terminal).
@@ -56,6 +59,7 @@ class RepairOptions:
     augment: int = 0
     augment_rate: float = 0.15
     train_zeros: str | None = None
+    changed_only: bool = False
     seed: int = 0
     mask_input: str | None = None
     progress: bool | None = None

@@ -56,6 +56,7 @@ class Setup:
     tasks: dict[str, str | None]
     probabilities: dict[str, bool]
     originals: int = 0  # the leading training chunks of real samples (then augmented copies)
+    changed: frozenset[str] = frozenset()  # trainable tensors that differ from the teacher's
 
     @property
     def chunks(self) -> list[Chunk]:
@@ -148,6 +149,22 @@ def _parameters(program: GraphProgram, trainable: dict[str, TrainableTensor]):
     return params, masks
 
 
+def _changed(student: ir.Model, teacher: ir.Model, names) -> frozenset[str]:
+    """The ``names`` whose student initializer is not the teacher's (missing there, another
+    shape or other values)."""
+    theirs = teacher.graph.initializers
+    changed = set()
+    for name in names:
+        other = theirs.get(name)
+        if other is None or other.const_value is None:
+            changed.add(name)
+            continue
+        mine = student.graph.initializers[name].const_value.numpy()
+        if not np.array_equal(mine, other.const_value.numpy()):  # a shape change differs too
+            changed.add(name)
+    return frozenset(changed)
+
+
 def prepare(
     student: ir.Model,
     student_path: str | os.PathLike,
@@ -177,6 +194,12 @@ def prepare(
     has_labels = data.labels is not None
     tasks = {n: resolve_task(None, n, first[n].numpy(), has_labels).name for n in outputs}
     params, masks = _parameters(program, trainable)
+    changed = _changed(student, teacher, trainable) if options.changed_only else frozenset()
+    if options.changed_only and not changed:
+        raise InputError(
+            "--changed-only: no trainable weight differs from the teacher's, so nothing would "
+            "train (a student with blocks dropped keeps its weights: repair it without the flag)"
+        )
     return Setup(
         options=options,
         program=program,
@@ -194,4 +217,5 @@ def prepare(
         tasks=tasks,
         probabilities={n: _is_probability(first[n]) for n in outputs},
         originals=sum(1 for chunk in train if chunk.indices.max() < real),
+        changed=changed,
     )
