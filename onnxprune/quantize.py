@@ -31,6 +31,7 @@ from onnxprune.errors import InputError
 from onnxprune.model_io import load_model, save_model, uses_external_data
 from onnxprune.normalize import load_normalized
 from onnxprune.quant.int4 import quantize_int4_model
+from onnxprune.quant.large import quantize_streaming, streaming_refusal
 from onnxprune.quant.options import MODES, QuantizeOptions
 from onnxprune.quant.reader import DatasetReader
 from onnxprune.quant.static import preprocess, quantize_static_file
@@ -139,8 +140,13 @@ def quantize_model_file(
     calibration: Dataset | None = None,
     extra_exclude: tuple[str, ...] = (),
     protected: tuple[Path, ...] = (),
+    stream: bool | None = None,
 ) -> dict:
-    """Quantize the model at ``model`` into ``output``; return the quantization section."""
+    """Quantize the model at ``model`` into ``output``; return the quantization section.
+
+    ``stream`` (default: when the model has external data) quantizes tensor by tensor in
+    onnxruntime's format (``onnxprune.quant.large``) where ``streaming_refusal`` allows it.
+    """
     options.validate()
     start = time.perf_counter()
     source = load_normalized(model)
@@ -148,7 +154,11 @@ def quantize_model_file(
     candidates = quantizable_nodes(source, options.mode)
     excluded = _excluded(candidates, options, extra_exclude)
     protected = protected or (Path(model),)
-    if options.mode == "int4" and not external:
+    refusal = streaming_refusal(source, options, calibration)
+    if (external if stream is None else stream) and refusal is None:
+        details = quantize_streaming(source, options, excluded)
+        save_model(source, output, protected=protected, external_data=external)
+    elif options.mode == "int4" and not external:
         try:
             quantized, details = _int4_in_memory(source, options, excluded, calibration)
         except (ValueError, RuntimeError, AssertionError) as error:
