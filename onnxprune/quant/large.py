@@ -27,13 +27,13 @@ from onnxruntime.capi._pybind_state import quantize_matmul_4bits
 
 from onnxprune.quant.options import QuantizeOptions
 from onnxprune.quant.rules import LayerDecision
+from onnxprune.streaming import release
 
 __all__ = [
     "QuantizeMatMulNBitsPass",
     "drop_unused_initializers",
     "int4_blocks",
     "quantize_streaming",
-    "release",
     "streaming_refusal",
     "weight_matmuls",
 ]
@@ -114,12 +114,6 @@ def _initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
     return value
 
 
-def release(tensor) -> None:
-    """Unmap an external tensor's data (a no-op for in-memory tensors)."""
-    if isinstance(tensor, ir.ExternalTensor):
-        tensor.release()  # unmap: the next weight's pages replace this one's
-
-
 def drop_unused_initializers(graph: ir.Graph, names: set[str]) -> None:
     """Remove the initializers in ``names`` that nothing uses any more."""
     for name in sorted(names):
@@ -173,9 +167,10 @@ class QuantizeMatMulNBitsPass(ir.passes.InPlacePass):
         return ir.passes.PassResult(model, modified=bool(done))
 
     def _quantize(self, graph: ir.Graph, weight: ir.Value) -> list[ir.Value]:
-        tensor = weight.const_value
-        packed, scales, zero_points = int4_blocks(tensor.numpy(), self.block_size, self.symmetric)
-        release(tensor)
+        array = weight.const_value.numpy()
+        packed, scales, zero_points = int4_blocks(array, self.block_size, self.symmetric)
+        del array
+        release(weight)
         values = [
             _initializer(graph, f"{weight.name}_Q4", packed),
             _initializer(graph, f"{weight.name}_scales", scales),

@@ -22,8 +22,9 @@ from collections.abc import Mapping
 import numpy as np
 import onnx_ir as ir
 
-from onnxprune.quant.large import drop_unused_initializers, release, weight_matmuls
+from onnxprune.quant.large import drop_unused_initializers, weight_matmuls
 from onnxprune.quant.rules import LayerDecision
+from onnxprune.streaming import release
 
 __all__ = ["QuantizeMatMulIntegerPass", "int8_per_column"]
 
@@ -90,9 +91,10 @@ class QuantizeMatMulIntegerPass(ir.passes.InPlacePass):
         return ir.passes.PassResult(model, modified=bool(weights))
 
     def _weight(self, graph: ir.Graph, weight: ir.Value) -> list[ir.Value]:
-        tensor = weight.const_value
-        values, scales, zero_points = int8_per_column(tensor.numpy())
-        release(tensor)
+        array = weight.const_value.numpy()
+        values, scales, zero_points = int8_per_column(array)
+        del array
+        release(weight)
         return [
             _initializer(graph, f"{weight.name}_quantized", values),
             _initializer(graph, f"{weight.name}_scale", scales),
