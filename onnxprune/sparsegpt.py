@@ -17,8 +17,27 @@ import numpy as np
 __all__ = ["sparsegpt_prune"]
 
 
+def _lower_inverse(lower: np.ndarray) -> np.ndarray:
+    """Inverse of a lower-triangular matrix by halves, so nearly all work is matrix products
+    (about ``n³/3`` multiply-adds instead of a general inverse's ``n³``)."""
+    size = len(lower)
+    if size <= 128:
+        return np.tril(np.linalg.inv(lower))
+    half = size // 2
+    top, bottom = _lower_inverse(lower[:half, :half]), _lower_inverse(lower[half:, half:])
+    inverse = np.zeros_like(lower)
+    inverse[:half, :half], inverse[half:, half:] = top, bottom
+    inverse[half:, :half] = -(bottom @ (lower[half:, :half] @ top))
+    return inverse
+
+
 def _inverse_hessian_factor(gram: np.ndarray, rows: int, damping: float) -> np.ndarray:
-    """Upper factor ``U`` with ``H⁻¹ = UᵀU``; at most three ``in²`` matrices live at once."""
+    """Upper factor ``U`` with ``H⁻¹ = UᵀU``, without forming ``H⁻¹``.
+
+    With ``J`` the order-reversing permutation and ``JHJ = LLᵀ`` (Cholesky), ``U = J L⁻¹ J``:
+    upper triangular with a positive diagonal and ``UᵀU = J L⁻ᵀ L⁻¹ J = H⁻¹``. One Cholesky and
+    one triangular inverse, instead of Cholesky, general inverse, product and a second Cholesky.
+    """
     hessian = gram / max(rows, 1)
     dead = np.diag(hessian) == 0
     hessian[dead, dead] = 1.0
@@ -26,17 +45,14 @@ def _inverse_hessian_factor(gram: np.ndarray, rows: int, damping: float) -> np.n
     hessian[diagonal] += damping * np.mean(np.diag(hessian))
     for attempt in range(6):
         try:
-            lower = np.linalg.cholesky(hessian)
+            lower = np.linalg.cholesky(hessian[::-1, ::-1])
             break
         except np.linalg.LinAlgError:
             if attempt == 5:
                 raise
             hessian[diagonal] += damping * np.mean(np.diag(hessian))
     del hessian
-    inverse = np.linalg.inv(lower)
-    del lower
-    inverse = inverse.T @ inverse  # H⁻¹
-    return np.linalg.cholesky(inverse).T
+    return np.ascontiguousarray(_lower_inverse(lower)[::-1, ::-1])
 
 
 def _block_mask(block: np.ndarray, diag: np.ndarray, sparsity: float, offset: int) -> np.ndarray:
@@ -57,6 +73,36 @@ def _block_mask(block: np.ndarray, diag: np.ndarray, sparsity: float, offset: in
     return mask
 
 
+def _pattern_columns(block: np.ndarray, diag: np.ndarray, pruned: np.ndarray, i: int, pattern):
+    """Mark the N lowest-saliency of the M columns from ``i`` (rows of ``block``) as pruned."""
+    n, m = pattern
+    saliency = block[i : i + m].T ** 2 / diag[i : i + m][None, :] ** 2
+    lowest = np.argsort(saliency, axis=1, kind="stable")[:, : m - n]
+    np.put_along_axis(pruned[:, i : i + m], lowest, True, axis=1)
+
+
+def _prune_block(block: np.ndarray, u_block, pruned, pattern, step: int) -> np.ndarray:
+    """Prune ``block`` (``[width, out]``: one row per input column) in place, column by column,
+    spreading each error over the later columns; returns the errors. Updates reach the rest of
+    the block ``step`` columns at a time (one matrix product), the next ``step`` columns at once.
+    """
+    errors = np.zeros_like(block)
+    width = len(block)
+    diag = np.diag(u_block)
+    for first in range(0, width, step):
+        last = min(first + step, width)
+        for i in range(first, last):
+            if pattern is not None and i % pattern[1] == 0:
+                _pattern_columns(block, diag, pruned, i, pattern)
+            column = block[i]
+            quantized = np.where(pruned[:, i], 0.0, column)
+            errors[i] = (column - quantized) / u_block[i, i]
+            block[i + 1 : last] -= u_block[i, i + 1 : last, None] * errors[i][None, :]
+            block[i] = quantized
+        block[last:] -= u_block[first:last, last:].T @ errors[first:last]
+    return errors
+
+
 def sparsegpt_prune(
     weight: np.ndarray,
     gram: np.ndarray,
@@ -67,34 +113,23 @@ def sparsegpt_prune(
     damping: float = 0.01,
 ) -> np.ndarray:
     """The pruned, updated ``[out, in]`` weight (float64) for inputs with Gram ``gram``."""
-    w = weight.astype(np.float64, copy=True)
+    w = np.array(weight.T, dtype=np.float64)  # [in, out]: each input column a contiguous row
     dead = np.diag(gram) == 0
-    w[:, dead] = 0.0
+    w[dead] = 0.0
     upper = _inverse_hessian_factor(gram, rows, damping)
-    columns = w.shape[1]
+    columns = len(w)
+    step = 16
     if pattern is not None:
         block_size = max(pattern[1], block_size - block_size % pattern[1])
+        step = pattern[1] * max(1, step // pattern[1])
     for start in range(0, columns, block_size):
         end = min(start + block_size, columns)
-        block = w[:, start:end].copy()
+        block = w[start:end]
         u_block = upper[start:end, start:end]
-        errors = np.zeros_like(block)
-        diag = np.diag(u_block)
-        pruned = None if pattern is not None else _block_mask(block, diag, sparsity, start)
-        if pattern is not None:
-            pruned = np.zeros(block.shape, dtype=bool)
-        for i in range(end - start):
-            if pattern is not None and i % pattern[1] == 0:
-                n, m = pattern
-                saliency = block[:, i : i + m] ** 2 / diag[i : i + m][None, :] ** 2
-                lowest = np.argsort(saliency, axis=1, kind="stable")[:, : m - n]
-                np.put_along_axis(pruned[:, i : i + m], lowest, True, axis=1)
-            column = block[:, i]
-            quantized = np.where(pruned[:, i], 0.0, column)
-            error = (column - quantized) / u_block[i, i]
-            block[:, i:] -= np.outer(error, u_block[i, i:])
-            block[:, i] = quantized
-            errors[:, i] = error
-        w[:, start:end] = block
-        w[:, end:] -= errors @ upper[start:end, end:]
-    return w
+        if pattern is None:
+            pruned = _block_mask(block.T, np.diag(u_block), sparsity, start)
+        else:
+            pruned = np.zeros(block.T.shape, dtype=bool)
+        errors = _prune_block(block, u_block, pruned, pattern, step)
+        w[end:] -= upper[start:end, end:].T @ errors
+    return np.ascontiguousarray(w.T)
