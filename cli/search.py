@@ -77,10 +77,11 @@ auto_options = stack(
     click.option(
         "--search-z",
         type=float,
-        default=1.0,
+        default=1.5,
         show_default=True,
         help="--auto: on the selection half, every accuracy drop (overall and per group) is "
-        "judged as drop + Z x its paired standard error; 0: the point value.",
+        "judged as drop + Z x the standard error of its selection-vs-confirmation difference "
+        "(paired SE x sqrt(2) for equal halves), the mean cosine likewise; 0: point values.",
     ),
     click.option(
         "--search-tolerance",
@@ -130,7 +131,7 @@ _AUTO_ONLY = {
     "resume": False,
     "search_margin": 0.0,
     "search_tolerance": 0.02,
-    "search_z": 1.0,
+    "search_z": 1.5,
     "search_timed": 3,
 }
 

@@ -13,7 +13,7 @@ from onnxprune.groups import GroupOptions
 from onnxprune.metrics import agreement_metrics
 from onnxprune.search import AutoOptions
 from onnxprune.search.bisect import Outcome
-from onnxprune.search.bound import bounded, paired_se
+from onnxprune.search.bound import bounded, paired_se, prediction_z
 from onnxprune.search.choose import choose_fairest
 from onnxprune.verify import Gates, evaluate_gates
 
@@ -172,3 +172,31 @@ def test_the_search_judges_candidates_by_the_bound(tmp_path):
         point_held = point["accuracy_drop"] <= 0.01 and point["worst_group_drop"] <= 0.02
         point_only += point_held and not held
     assert point_only >= 1  # a candidate that passes on the point values is rejected
+
+
+def test_the_prediction_bound_adds_the_confirmation_halfs_noise():
+    """Equal halves: the selection-minus-confirmation difference has sqrt(2) x the SE."""
+    assert prediction_z(1.0, 2000, 2000) == pytest.approx(np.sqrt(2.0))
+    assert prediction_z(2.0, 1000, 3000) == pytest.approx(2.0 * np.sqrt(4.0 / 3.0))
+    assert prediction_z(0.0, 2000, 2000) == 0.0
+
+
+def test_the_search_bounds_what_the_confirmation_half_will_measure(tmp_path):
+    """Each candidate's bound is drop + z x sqrt(1 + n_sel / n_conf) x its paired SE; the
+    report states the z applied."""
+    out = tmp_path / "p.onnx"
+    args = ["compress", ADULT, "--auto", "--data", ADULT_DATA, "--search-z", "1"]
+    args += ["--search-methods", "magnitude", "--search-precisions", "float", "--max-evals", "3"]
+    assert run_cli(*args, "-o", out, *QUICK).returncode in (0, 1)
+    search = json.loads((tmp_path / "p.report.json").read_text())["search"]
+    samples = search["split"]["selection"]
+    assert search["z_applied"] == pytest.approx(prediction_z(1.0, samples, 4000 - samples))
+    log = (tmp_path / "p.onnx.search.jsonl").read_text()
+    lines = [json.loads(line) for line in log.splitlines()]
+    records = [r for r in (line.get("record", line) for line in lines) if "selection" in r]
+    assert records
+    for record in records:
+        point = record["selection"]
+        se = paired_se(point["accuracy_drop"], point["top1_agreement"], samples)
+        expected = point["accuracy_drop"] + search["z_applied"] * se
+        assert record["bound"]["accuracy_drop"] == pytest.approx(expected)

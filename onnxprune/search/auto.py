@@ -44,6 +44,7 @@ from onnxprune.repair.options import RepairOptions
 from onnxprune.repair.stage import checked_stage_options
 from onnxprune.search.allocate import allocate_levels
 from onnxprune.search.bisect import Budget, BudgetSpent, revert_most_sensitive, verified_bisection
+from onnxprune.search.bound import prediction_z
 from onnxprune.search.build import STRUCTURED, split_method
 from onnxprune.search.candidates import Evaluator, tightened
 from onnxprune.search.choose import choose_fairest, choose_fastest, variants
@@ -245,9 +246,9 @@ def auto_compress(
     check_distinct_output(output, tuple(model_files(model, load_model(model))), False)
     selection, confirmation = stratified_split(dataset, options.seed)
     budget = Budget(options.max_evals, options.max_time)
-    log = SearchLog(
-        options.log, _header(model, options, prune_options, verify_options, gates), options.resume
-    )
+    z = prediction_z(options.z, selection.samples, confirmation.samples)
+    header = {**_header(model, options, prune_options, verify_options, gates), "z_applied": z}
+    log = SearchLog(options.log, header, options.resume)
     methods = options.searched_methods(has_calibration)
     _check_supported(model, options, methods)
     with tempfile.TemporaryDirectory(prefix=f".{output.name}.auto-", dir=output.parent) as work:
@@ -272,7 +273,7 @@ def auto_compress(
             log,
             budget,
             repair,
-            z=options.z,
+            z=z,
         )
         curve_data = _curve_data(calibration, selection, options.curve_samples)
         curves, trace = _run_search(

@@ -26,7 +26,8 @@ class AutoOptions:
     ``methods`` empty means every method the data allows (magnitude; with calibration data
     also wanda and sparsegpt). ``steps`` bisection steps and ``reverts`` greedy reverts per
     method; ``curve_samples`` calibration samples for the sensitivity curves; on the selection
-    half the gates judge every accuracy drop as ``drop + z * paired SE`` (``bound``) and
+    half the gates judge every accuracy drop as ``drop + z * paired SE * sqrt(1 + n_sel /
+    n_conf)``, a bound on what the confirmation half will measure (``bound``), and
     ``margin`` tightens them by a fixed share (``candidates.tightened``); candidates within
     ``tolerance`` of the best objective compete on fairness (``choose.choose_fairest``);
     with the ``latency`` objective the ``timed`` passing candidates with the fewest MACs (and
@@ -47,7 +48,7 @@ class AutoOptions:
     curve_samples: int = 128
     margin: float = 0.0
     tolerance: float = 0.02
-    z: float = 1.0
+    z: float = 1.5
     precisions: tuple[str, ...] = ()
     timed: int = 3
 

@@ -50,6 +50,7 @@ def _section(
         "margin": options.margin,
         "tolerance": options.tolerance,
         "z": options.z,
+        "z_applied": evaluator.z,
         "selection_gates": asdict(evaluator.gates),
         "split": {
             "selection": evaluator.selection.samples,
