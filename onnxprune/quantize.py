@@ -30,6 +30,7 @@ from onnxprune.data import Dataset
 from onnxprune.errors import InputError
 from onnxprune.model_io import load_model, save_model, uses_external_data
 from onnxprune.normalize import load_normalized
+from onnxprune.quant.annotations import drop_shape_annotations_in_file
 from onnxprune.quant.int4 import quantize_int4_model
 from onnxprune.quant.large import quantize_streaming, streaming_refusal
 from onnxprune.quant.options import MODES, QuantizeOptions
@@ -71,7 +72,7 @@ def _dynamic(source: Path, target: Path, options: QuantizeOptions, excluded, ext
         nodes_to_exclude=sorted(excluded),
         use_external_data_format=external,
     )
-    return {}
+    return {"shape_annotations_dropped": drop_shape_annotations_in_file(target)}
 
 
 def _static(source, target, options: QuantizeOptions, excluded, calibration, external) -> dict:
