@@ -9,7 +9,9 @@ the migration onnxruntime offers only through Intel Neural Compressor). Other co
 (residual ``Add``s, ``Shape``) keep reading ``X`` itself. ``alpha`` is chosen per group from
 candidates by the simulated int8 output error on the calibration rows, and a group is left
 alone when no candidate beats no smoothing (on MiniLM a fixed alpha helps Q/K/V and FFN1 but
-hurts FFN2).
+hurts FFN2). Where exact, ``1/s`` goes into constants instead of the ``Mul``
+(``onnxprune.quant.fold``: a LayerNorm read only by the group, an attention context's value
+projection).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 from onnx import numpy_helper
+
+from onnxprune.quant.fold import Capture, Fold, apply_fold, check_folds, plan_fold
 
 __all__ = ["AUTO_ALPHAS", "SmoothQuantPass", "group_error", "smoothable_groups"]
 
@@ -77,33 +81,62 @@ class SmoothQuantPass:
         rows: activation tensor -> calibration rows ``[rows, K]``.
         alphas: candidate migration strengths; each group takes the one (or none, ``s = 1``)
             whose simulated int8 output error on the rows is lowest.
+        capture: runs a model on a few samples and returns the named tensors; with it, ``1/s``
+            is folded into constants where that is exact (``onnxprune.quant.fold``) instead of
+            a ``Mul`` node. None: always a ``Mul``.
+        placed: activation tensor -> where its ``1/s`` went (``Mul``, ``LayerNormalization``,
+            ``value projection``).
     """
 
     rows: dict[str, np.ndarray]
     alphas: tuple[float, ...] = (0.5,)
+    capture: Capture | None = None
     chosen: dict[str, float] = field(default_factory=dict)
+    placed: dict[str, str] = field(default_factory=dict)
 
     def call(self, model: onnx.ModelProto, nodes: set[str]) -> list[str]:
         """Smooth the groups of ``nodes`` where it lowers the error; returns their tensors."""
         constants = {t.name: t for t in model.graph.initializer}
-        smoothed = []
+        scaled: dict[str, tuple[list[onnx.NodeProto], np.ndarray]] = {}
         for tensor, group in smoothable_groups(model, nodes).items():
-            if tensor not in self.rows:
-                continue
-            weights = [numpy_helper.to_array(constants[n.input[1]]) for n in group]
-            scale = self._best_scale(tensor, weights)
-            if scale is None:
-                continue
-            for node, weight in zip(group, weights, strict=True):
+            if tensor in self.rows:
+                weights = [numpy_helper.to_array(constants[n.input[1]]) for n in group]
+                scale = self._best_scale(tensor, weights)
+                if scale is not None:
+                    scaled[tensor] = (group, scale)
+        folds = self._folds(model, scaled)
+        for tensor, (group, scale) in scaled.items():
+            constants = {t.name: t for t in model.graph.initializer}  # folds add constants
+            for node in group:
+                weight = numpy_helper.to_array(constants[node.input[1]])
                 name = f"{node.input[1]}_smoothed"
-                scaled = (weight * scale[:, None]).astype(weight.dtype)
-                model.graph.initializer.append(numpy_helper.from_array(scaled, name))
+                model.graph.initializer.append(
+                    numpy_helper.from_array((weight * scale[:, None]).astype(weight.dtype), name)
+                )
                 node.input[1] = name
-            self._insert_mul(model, tensor, group, (1.0 / scale).astype(np.float32))
-            smoothed.append(tensor)
+            inverse = (1.0 / scale).astype(np.float32)
+            if tensor in folds:
+                apply_fold(model, folds[tensor], inverse)
+                self.placed[tensor] = folds[tensor].kind
+            else:
+                self._insert_mul(model, tensor, group, inverse)
+                self.placed[tensor] = "Mul"
         _drop_unused(model)
-        logger.info("SmoothQuant: %d activation tensors smoothed", len(smoothed))
-        return smoothed
+        logger.info("SmoothQuant: %d activation tensors smoothed (%s)", len(scaled), self.placed)
+        return list(scaled)
+
+    def _folds(self, model: onnx.ModelProto, scaled: dict) -> dict[str, Fold]:
+        # planned and checked on the model as it was, before any weight is scaled
+        if self.capture is None:
+            return {}
+        candidates = {}
+        for tensor, (group, scale) in scaled.items():
+            fold = plan_fold(model, tensor, group)
+            if fold is not None:
+                inverse = (1.0 / scale).astype(np.float32)
+                candidates[tensor] = (fold, inverse, [n.name for n in group])
+        passed = check_folds(model, candidates, self.capture)
+        return {t: candidates[t][0] for t in passed}
 
     def _best_scale(self, tensor: str, weights: list[np.ndarray]) -> np.ndarray | None:
         rows = self.rows[tensor].astype(np.float64)

@@ -4,7 +4,8 @@
    on default-attention (SDPA) exports ("Incomplete symbolic shape inference"); the step is then
    run without it (constant folding and ONNX shape inference still run), and the report says so.
 2. The rule table (``onnxprune.quant.rules``) decides which nodes get int8 inputs.
-3. Optional SmoothQuant (``onnxprune.quant.smooth``) on the int8 ``MatMul``s.
+3. Optional SmoothQuant (``onnxprune.quant.smooth``) on the int8 ``MatMul``s; its activation
+   scale goes into constants where that is exact (``onnxprune.quant.fold``), else a ``Mul``.
 4. ``quantize_static`` in QDQ format: per-channel int8 weights, uint8 activations calibrated
    with MinMax, Entropy or Percentile; ``MatMul``/``Gemm`` outputs stay float.
 5. ``KeepFloatConsumersPass``: consumers that the table keeps in float (residual ``Add``,
@@ -14,6 +15,8 @@
 7. ``FuseIntegerMatMulPass``: each int8 ``MatMul`` and its bias ``Add`` become one
    ``MatMulIntegerToFloat`` (onnxruntime's QDQ fusion leaves the bias ``Add`` separate).
 8. Embedding tables to 8-bit ``GatherBlockQuantized`` (``onnxprune.quant.embeddings``).
+9. Intermediate shape annotations dropped (``onnxprune.quant.annotations``: with them
+   onnxruntime fuses ``SkipLayerNormalization``, which it runs slower).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -29,6 +33,7 @@ from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, 
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from onnxprune.data import Dataset
+from onnxprune.quant.annotations import drop_shape_annotations
 from onnxprune.quant.bias import BiasCorrectionPass, fake_quant_layers
 from onnxprune.quant.capture import capture_rows
 from onnxprune.quant.embeddings import QuantizeEmbeddingsPass, block_for, embedding_gathers
@@ -54,6 +59,8 @@ CALIBRATE_METHODS = {
     "percentile": CalibrationMethod.Percentile,
 }
 EMBEDDING_BLOCK = 128
+# samples on which a value-projection fold of SmoothQuant's scale is checked
+FOLD_CHECK_SAMPLES = 4
 # calibration rows (real tokens) kept per captured tensor for ranges and bias correction
 ROWS = 8192
 # Ops through which onnxruntime moves int8 tensors unchanged (QDQ propagation).
@@ -129,9 +136,16 @@ class KeepFloatConsumersPass:
         return producer.op_type not in int8_out and producer.op_type not in INT8_CARRIER_OPS
 
 
-def _smooth(model: onnx.ModelProto, int8: set[str], data: Dataset, alphas) -> list[str]:
+def _smooth(model: onnx.ModelProto, int8: set[str], data: Dataset, alphas) -> SmoothQuantPass:
     rows = capture_rows(model, list(smoothable_groups(model, int8)), data)
-    return SmoothQuantPass(rows, tuple(alphas)).call(model, int8)
+    probe = Dataset(data.slice(0, FOLD_CHECK_SAMPLES), sample_axes=dict(data.sample_axes))
+
+    def capture(candidate: onnx.ModelProto, names: list[str]) -> dict:
+        return capture_rows(candidate, names, probe, max_rows=1 << 30)
+
+    smoother = SmoothQuantPass(rows, tuple(alphas), capture)
+    smoother.call(model, int8)
+    return smoother
 
 
 def quantize_static_file(
@@ -154,7 +168,8 @@ def quantize_static_file(
     model = onnx.load(str(prepared))
     plan = static_plan(model, excluded)
     int8 = {d.node for d in plan if d.precision == "int8"}
-    smoothed = _smooth(model, int8, data, smooth_alphas) if smooth_alphas else []
+    smoother = _smooth(model, int8, data, smooth_alphas) if smooth_alphas else None
+    smoothed = smoother.placed if smoother else {}
     smoothed_path = prepared.with_name("smoothed.onnx")
     onnx.save(model, str(smoothed_path), save_as_external_data=external)
     quantize_static(
@@ -179,8 +194,10 @@ def quantize_static_file(
     corrected = corrector.call(quantized)
     fused = FuseIntegerMatMulPass().call(quantized)
     plan += _quantize_embeddings(quantized, excluded) if embeddings else []
+    drop_shape_annotations(quantized)
     onnx.save(quantized, str(target), save_as_external_data=external)
     summary = {"smoothed_tensors": len(smoothed), "float_consumers_rewired": rewired}
+    summary["smoothing_scale_in"] = dict(Counter(smoothed.values()))
     summary["ranges_from_real_tokens"] = ranged
     errors = dict(sorted(corrector.errors.items(), key=lambda item: (-item[1], item[0])))
     plan = [_with_error(d, errors) for d in plan]
