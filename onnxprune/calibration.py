@@ -4,7 +4,8 @@ For every prunable weight whose op has an activation view (``onnxprune.ops``), t
 exposes the tensor feeding that layer as an extra model output, runs onnxruntime over the data
 in batches, turns each captured activation into rows of the layer's input features
 (``onnxprune.activations``) and accumulates, streaming and in float64: the row count, the
-per-feature sum and sum of squares, and optionally the Gram matrix ``XᵀX``. Memory stays bounded
+per-feature sum and sum of squares, and optionally the Gram matrix ``XᵀX`` (each batch's product
+in float32, the running sum in float64). Memory stays bounded
 by one batch of activations plus ``in_features²`` per distinct layer input of the current group:
 with Gram matrices, layers are taken a group at a time within ``square_budget_bytes`` (one pass
 over the data per group, ``statistics_in_groups``); layers that share an input (Q, K and V

@@ -167,6 +167,9 @@ def quantize_model_file(
         save_model(quantized, output, protected=protected)
     else:
         details = _through_files(source, output, options, excluded, calibration, protected)
+        if external and refusal is not None:  # said, so a slow big-model run is explained
+            logger.info("quantized through onnxruntime's whole-model path: %s", refusal)
+            details["not_streamed"] = refusal
     return {
         **asdict(options),
         "quantizable_nodes": len(candidates),

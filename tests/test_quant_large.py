@@ -119,3 +119,12 @@ def test_ops_onnxruntime_would_also_quantize_keep_its_path(stack: Path) -> None:
     for mode in ("int4", "dynamic"):
         refusal = streaming_refusal(model, QuantizeOptions(mode=mode), None)
         assert refusal == "onnxruntime would also quantize Gather nodes"
+
+
+def test_a_big_model_that_does_not_stream_says_why_in_the_report(
+    stack: Path, tmp_path: Path
+) -> None:
+    options = QuantizeOptions(mode="dynamic", per_channel=False)
+    section = quantize_model_file(stack, tmp_path / "out.onnx", options)
+    assert section["not_streamed"] == "only per-channel dynamic int8 streams"
+    assert "streamed" not in section
