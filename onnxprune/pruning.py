@@ -15,11 +15,9 @@ import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 
-import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import LiftConstantsToInitializersPass
 
-from onnxprune.activations import from_weight_matrix, weight_matrix
 from onnxprune.allocation import ALLOCATIONS, allocate
 from onnxprune.calibration import (
     CalibrationOptions,
@@ -29,12 +27,12 @@ from onnxprune.calibration import (
 )
 from onnxprune.data import Dataset
 from onnxprune.errors import InputError, NothingToPrune, compiled_regex
-from onnxprune.masks import layer_mask, n_m_mask, n_m_refusal, per_output_mask
+from onnxprune.masks import n_m_refusal
+from onnxprune.prune_weight import PruneWeightsPass, prune_one_weight
 from onnxprune.reasons import grouped_reasons
 from onnxprune.scoring import METHODS
-from onnxprune.sparsegpt import sparsegpt_prune
 from onnxprune.stages import sequential_stages
-from onnxprune.streaming import ScratchTensors, release, scratch_for
+from onnxprune.streaming import scratch_for
 from onnxprune.weights import PrunableWeight, SkippedTensor, find_weights
 
 __all__ = [
@@ -193,30 +191,6 @@ class PruneResult:
         }
 
 
-class PruneWeightsPass(ir.passes.InPlacePass):
-    """Replace named initializers with their pruned values.
-
-    Guarantees: only the named initializers change; each keeps its dtype and shape (a value of
-    another shape is refused); ``modified`` is True only if some value actually changed.
-    """
-
-    def __init__(self, values: dict[str, np.ndarray]) -> None:
-        super().__init__()
-        self.values = values
-
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
-        modified = False
-        for name, new in self.values.items():
-            value = model.graph.initializers[name]
-            old = value.const_value.numpy()
-            if new.shape != old.shape:
-                raise ValueError(f"{name}: pruned shape {new.shape} differs from {old.shape}")
-            new = new.astype(old.dtype, copy=False)
-            modified = modified or not np.array_equal(new, old)
-            value.const_value = ir.Tensor(new, name=name)
-        return ir.passes.PassResult(model, modified=modified)
-
-
 def _select(
     weights: list[PrunableWeight], options: PruneOptions
 ) -> tuple[list[PrunableWeight], list[SkippedTensor]]:
@@ -275,30 +249,6 @@ def _statistics(
     )
 
 
-def _pruned_values(
-    weight: PrunableWeight,
-    array: np.ndarray,
-    scores: np.ndarray,
-    sparsity: float,
-    options: PruneOptions,
-    stats: LayerStats | None,
-) -> np.ndarray:
-    method = METHODS[options.method]
-    if method.reconstructs:
-        assert stats is not None and stats.gram is not None
-        matrix = sparsegpt_prune(
-            weight_matrix(array, weight.layout), stats.gram, stats.rows, sparsity, options.pattern
-        )
-        return from_weight_matrix(matrix, weight.shape, weight.layout).astype(array.dtype)
-    if options.pattern is not None:
-        keep = n_m_mask(scores, *options.pattern, weight.layout)
-    elif method.per_output:
-        keep = per_output_mask(scores, sparsity, weight.layout)
-    else:
-        keep = layer_mask(scores, sparsity)
-    return np.where(keep, array, np.zeros((), dtype=array.dtype))
-
-
 def _targets(
     model: ir.Model,
     selected: list[PrunableWeight],
@@ -330,30 +280,6 @@ def _targets(
             weight = next(w for w in selected if w.name == name)
             scores[name] = method.scores(weight, value.const_value.numpy(), layer_stats)
     return allocate(options.allocation, scores, options.sparsity, options.owl_lambda)
-
-
-def _prune_one(
-    model: ir.Model,
-    weight: PrunableWeight,
-    options: PruneOptions,
-    target: float,
-    stats: LayerStats | None,
-    scratch: ScratchTensors | None,
-) -> tuple[tuple[int, int], ir.TensorProtocol]:
-    """Prune one weight; its zero counts before and after, and its new tensor (written to
-    ``scratch`` when given, so only this weight is ever in memory)."""
-    value = model.graph.initializers[weight.name]
-    array = value.const_value.numpy()
-    before = int(np.count_nonzero(array == 0))
-    scores = METHODS[options.method].scores(weight, array, stats)
-    result = _pruned_values(weight, array, scores, target, options, stats)
-    result = result.astype(array.dtype, copy=False)
-    del array, scores
-    release(value)
-    after = int(np.count_nonzero(result == 0))
-    if scratch is None:
-        return (before, after), ir.Tensor(result, name=weight.name)
-    return (before, after), scratch.store(result, weight.name)
 
 
 def prune_model(
@@ -404,7 +330,7 @@ def prune_model(
             for name, layer_stats in stats.items():
                 weight = by_name[name]
                 target = targets.get(name, options.sparsity)
-                zeros[name], pruned[name] = _prune_one(
+                zeros[name], pruned[name] = prune_one_weight(
                     model, weight, options, target, layer_stats, scratch
                 )
         for name, tensor in pruned.items():  # the stage's statistics came from its input

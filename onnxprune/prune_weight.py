@@ -1,0 +1,104 @@
+"""One weight pruned and written out: the per-layer step of ``onnxprune.pruning``.
+
+``prune_one_weight`` reads one initializer (memory-mapped when the model has external data),
+scores it, computes its pruned values (a mask, or SparseGPT's reconstruction) and returns the
+new tensor: in memory for an in-memory model, else appended to the model's scratch file
+(``onnxprune.streaming``) with the input's pages released, so only this weight, its scores
+and its result are ever materialised. The bytes are the same either way.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxprune.activations import from_weight_matrix, weight_matrix
+from onnxprune.calibration import LayerStats
+from onnxprune.masks import layer_mask, n_m_mask, per_output_mask
+from onnxprune.scoring import METHODS
+from onnxprune.sparsegpt import sparsegpt_prune
+from onnxprune.streaming import ScratchTensors, release
+from onnxprune.weights import PrunableWeight
+
+if TYPE_CHECKING:
+    from onnxprune.pruning import PruneOptions
+
+__all__ = ["PruneWeightsPass", "prune_one_weight", "pruned_values"]
+
+logger = logging.getLogger(__name__)
+
+
+class PruneWeightsPass(ir.passes.InPlacePass):
+    """Replace named initializers with their pruned values.
+
+    Guarantees: only the named initializers change; each keeps its dtype and shape (a value of
+    another shape is refused); ``modified`` is True only if some value actually changed.
+    """
+
+    def __init__(self, values: dict[str, np.ndarray]) -> None:
+        super().__init__()
+        self.values = values
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        modified = False
+        for name, new in self.values.items():
+            value = model.graph.initializers[name]
+            old = value.const_value.numpy()
+            if new.shape != old.shape:
+                raise ValueError(f"{name}: pruned shape {new.shape} differs from {old.shape}")
+            new = new.astype(old.dtype, copy=False)
+            modified = modified or not np.array_equal(new, old)
+            value.const_value = ir.Tensor(new, name=name)
+        return ir.passes.PassResult(model, modified=modified)
+
+
+def pruned_values(
+    weight: PrunableWeight,
+    array: np.ndarray,
+    scores: np.ndarray,
+    sparsity: float,
+    options: PruneOptions,
+    stats: LayerStats | None,
+) -> np.ndarray:
+    """``array`` pruned to ``sparsity`` by ``options.method`` (values updated by SparseGPT)."""
+    method = METHODS[options.method]
+    if method.reconstructs:
+        assert stats is not None and stats.gram is not None
+        matrix = sparsegpt_prune(
+            weight_matrix(array, weight.layout), stats.gram, stats.rows, sparsity, options.pattern
+        )
+        return from_weight_matrix(matrix, weight.shape, weight.layout).astype(array.dtype)
+    if options.pattern is not None:
+        keep = n_m_mask(scores, *options.pattern, weight.layout)
+    elif method.per_output:
+        keep = per_output_mask(scores, sparsity, weight.layout)
+    else:
+        keep = layer_mask(scores, sparsity)
+    return np.where(keep, array, np.zeros((), dtype=array.dtype))
+
+
+def prune_one_weight(
+    model: ir.Model,
+    weight: PrunableWeight,
+    options: PruneOptions,
+    target: float,
+    stats: LayerStats | None,
+    scratch: ScratchTensors | None,
+) -> tuple[tuple[int, int], ir.TensorProtocol]:
+    """Prune one weight; its zero counts before and after, and its new tensor (written to
+    ``scratch`` when given, so only this weight is ever in memory)."""
+    value = model.graph.initializers[weight.name]
+    array = value.const_value.numpy()
+    before = int(np.count_nonzero(array == 0))
+    scores = METHODS[options.method].scores(weight, array, stats)
+    result = pruned_values(weight, array, scores, target, options, stats)
+    result = result.astype(array.dtype, copy=False)
+    del array, scores
+    release(value)
+    after = int(np.count_nonzero(result == 0))
+    if scratch is None:
+        return (before, after), ir.Tensor(result, name=weight.name)
+    return (before, after), scratch.store(result, weight.name)
