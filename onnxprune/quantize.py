@@ -150,7 +150,8 @@ def quantize_model_file(
     """
     options.validate()
     start = time.perf_counter()
-    source = load_normalized(model)
+    # int4 needs no inferred shapes (and writes none: onnxprune.quant.annotations)
+    source = load_normalized(model, infer_shapes=options.mode != "int4")
     external = uses_external_data(source)
     candidates = quantizable_nodes(source, options.mode)
     excluded = _excluded(candidates, options, extra_exclude)

@@ -176,11 +176,11 @@ def test_dropped_annotations_keep_add_and_layernorm_unfused(tmp_path: Path) -> N
     assert _fused_ops(annotated, tmp_path) == ["Reshape", "Add", "LayerNormalization"]
 
 
-@pytest.mark.parametrize("mode", ["dynamic", "static"])
-def test_int8_models_carry_no_intermediate_shape_annotations(tmp_path: Path, mode: str) -> None:
+@pytest.mark.parametrize("mode", ["dynamic", "static", "int4"])
+def test_quantized_models_carry_no_intermediate_shape_annotations(tmp_path: Path, mode: str) -> None:
     model, tokens = tiny_transformer(tmp_path / "t.onnx"), token_data(tmp_path / "d.npz")
     data = load_dataset(tokens, input_specs(load_model(model)))
-    options = QuantizeOptions(mode=mode, calibration=str(tokens))
+    options = QuantizeOptions(mode=mode, calibration=str(tokens), block_size=16)
     section = quantize_model_file(model, tmp_path / "q.onnx", options, data)
     graph = onnx.load(str(tmp_path / "q.onnx")).graph
     assert {v.name for v in graph.value_info} <= {t.name for t in graph.initializer}

@@ -8,6 +8,8 @@
   blocks along the hidden axis), still run by onnxruntime's CPU provider; asymmetric tables
   vectorised (``onnxprune.quant.tables4``), symmetric ones
   through its numpy path.
+* No intermediate shape annotations in the result (``onnxprune.quant.annotations``: with them
+  onnxruntime fuses ``SkipLayerNormalization``, which it runs slower).
 * Mixed precision: the ``int8_ratio`` most sensitive ``MatMul``s (by their output error under
   int4 on calibration data, ``onnxprune.quant.selection``) get 8-bit ``MatMulNBits`` instead.
 """
@@ -29,6 +31,7 @@ from onnxruntime.quantization.matmul_nbits_quantizer import (
 
 from onnxprune.data import Dataset
 from onnxprune.errors import InputError
+from onnxprune.quant.annotations import drop_shape_annotations
 from onnxprune.quant.embeddings import embedding_gathers
 from onnxprune.quant.reader import DatasetReader
 from onnxprune.quant.rules import LayerDecision
@@ -130,5 +133,6 @@ def quantize_int4_model(
     if slow and algorithm != "rtn":
         model = _run(model, _config("rtn", 4, block_size, symmetric, data, ("Gather",)), skip)
     QuantizeTables4Pass(block_size).call(model, fast)
+    drop_shape_annotations(model)
     plan = _matmul_plan(names, errors, excluded, int8) + _gather_plan(tables, gathers, excluded)
     return model, plan, errors

@@ -14,6 +14,7 @@ values up to ties). Symmetric tables stay with onnxruntime's path (``onnxprune.q
 from __future__ import annotations
 
 import logging
+import sys
 
 import numpy as np
 import onnx
@@ -48,8 +49,8 @@ def quantize_table4(table: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarr
 
 def _quantize_rows(part: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     blocks = part.reshape(len(part), -1, block)
-    low = np.minimum(blocks.min(axis=-1), 0.0)
-    scale = (np.maximum(blocks.max(axis=-1), 0.0) - low) / 15.0
+    low = np.minimum(_halving(blocks, np.minimum), 0.0)
+    scale = (np.maximum(_halving(blocks, np.maximum), 0.0) - low) / 15.0
     safe = np.where(scale > 0, scale, 1.0)
     zero = np.clip(np.round(-low / safe), 0, 15)
     values = np.divide(blocks, safe[..., None])
@@ -57,6 +58,15 @@ def _quantize_rows(part: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray
     values += zero[..., None]
     np.clip(values, 0, 15, out=values)
     return values.astype(np.uint8).reshape(part.shape), scale, zero.astype(np.uint8)
+
+
+def _halving(blocks: np.ndarray, pair) -> np.ndarray:
+    # min/max over the last axis by halving it: about twice as fast as numpy's reduction over
+    # a short axis (32 values); the same result, as min and max are exact
+    while blocks.shape[-1] > 1 and blocks.shape[-1] % 2 == 0:
+        half = blocks.shape[-1] // 2
+        blocks = pair(blocks[..., :half], blocks[..., half:])
+    return pair.reduce(blocks, axis=-1)
 
 
 def _pack(values: np.ndarray) -> np.ndarray:
@@ -83,29 +93,27 @@ class QuantizeTables4Pass:
         )
 
     def call(self, model: onnx.ModelProto, names: set[str]) -> list[str]:
-        """Quantize the tables of the Gathers in ``names``; returns the ones done."""
+        """Quantize the tables of the Gathers in ``names``; returns the ones done. Nodes and
+        initializers are edited in place (rebuilding the lists copies every tensor)."""
         constants = {t.name: t for t in model.graph.initializer}
-        done, replaced = [], {}
+        done = []
         for node in model.graph.node:
             table = constants.get(node.input[0]) if node.op_type == "Gather" else None
             if node.name not in names or table is None or not self.supports(table):
                 continue
-            replaced[node.name] = self._replacement(model, node, table)
+            node.CopyFrom(self._replacement(model, node, table))
             done.append(node.name)
-        nodes = [replaced.get(n.name, n) for n in model.graph.node]
-        model.graph.ClearField("node")
-        model.graph.node.extend(nodes)
-        used = {name for n in nodes for name in n.input}
-        kept = [t for t in model.graph.initializer if t.name in used]
-        model.graph.ClearField("initializer")
-        model.graph.initializer.extend(kept)
+        used = {name for n in model.graph.node for name in n.input}
+        unused = [i for i, t in enumerate(model.graph.initializer) if t.name not in used]
+        for index in reversed(unused):
+            del model.graph.initializer[index]
         if done and not any(o.domain == CONTRIB for o in model.opset_import):
             model.opset_import.append(helper.make_opsetid(CONTRIB, 1))
         logger.info("%d embedding tables quantized to 4 bits", len(done))
         return done
 
     def _replacement(self, model, node: onnx.NodeProto, table: onnx.TensorProto):
-        values, scales, zero = quantize_table4(numpy_helper.to_array(table), self.block)
+        values, scales, zero = quantize_table4(_array(table), self.block)
         base = table.name
         tensors = {
             f"{base}_Q4": values,
@@ -113,6 +121,13 @@ class QuantizeTables4Pass:
             f"{base}_zero_points": zero,
         }
         return gather_block_quantized(model, node, tensors, self.block, bits=4)
+
+
+def _array(table: onnx.TensorProto) -> np.ndarray:
+    # a read-only view of little-endian raw data (no copy of a large table), else onnx's reader
+    if table.raw_data and sys.byteorder == "little" and table.data_type == TensorProto.FLOAT:
+        return np.frombuffer(table.raw_data, np.float32).reshape(tuple(table.dims))
+    return numpy_helper.to_array(table)
 
 
 def _dtype(table: onnx.TensorProto) -> np.dtype:
