@@ -128,29 +128,59 @@ def obs_select(
         hessian[np.diag_indices(len(gram))] += ridge * np.mean(np.diag(gram))
         per_channel = matrix.shape[1] // (group.units * group.unit_size)
         state.append([matrix, np.linalg.inv(hessian), per_channel])
-    alive = list(range(group.units))
     single = group.unit_size == 1 and all(per_channel == 1 for _, _, per_channel in state)
+    if single:
+        return _obs_single(state, group.units, remove, steps)
+    alive = list(range(group.units))
     while remove > 0:
-        # Remove the cheapest 1/steps of what is left at once (exact greedy when steps = remove).
-        take = max(1, min(remove, remove // steps)) if single else 1
-        if single:  # one feature per unit: all costs at once
-            index = np.array(alive)
-            costs = sum(
-                (matrix[:, index] ** 2).sum(axis=0) / np.diag(inverse)[index]
-                for matrix, inverse, _ in state
-            )
-        else:
-            costs = np.array([_block_cost(state, group, unit) for unit in alive])
-        chosen = [alive[i] for i in np.argsort(costs, kind="stable")[:take]]
-        alive = [unit for unit in alive if unit not in set(chosen)]
-        remove -= take
+        costs = np.array([_block_cost(state, group, unit) for unit in alive])
+        chosen = alive[int(np.argmin(costs))]
+        alive.remove(chosen)
+        remove -= 1
         for entry in state:
             matrix, inverse, per_channel = entry
-            block = np.concatenate([_unit_features(group, u, per_channel) for u in chosen])
+            block = _unit_features(group, chosen, per_channel)
             inner = np.linalg.inv(inverse[np.ix_(block, block)])
             matrix -= matrix[:, block] @ inner @ inverse[block, :]  # in place: no copies
             inverse -= inverse[:, block] @ inner @ inverse[block, :]
     return np.array(sorted(alive), dtype=np.int64)
+
+
+def _obs_single(state: list, units: int, remove: int, steps: int) -> np.ndarray:
+    """OBS for one feature per unit, the cheapest ``1/steps`` of what is left at a time.
+
+    Removing a set R leaves ``H⁻¹ - C Cᵀ`` (the Schur complement), with C built a block at a
+    time: for block B, ``C_B = H⁻¹[:, B] L⁻ᵀ`` where ``L Lᵀ = H⁻¹[B, B]`` (both as of now). So
+    only C (features x removed), the diagonal and the alive columns of W are updated: work in
+    proportion to what is removed, not one full ``in x in`` update per round.
+    """
+    alive = np.arange(units)
+    rows = [np.ascontiguousarray(matrix.T) for matrix, _, _ in state]  # alive features of W
+    factors = [np.empty((len(inverse), remove)) for _, inverse, _ in state]
+    diagonals = [np.diag(inverse).copy() for _, inverse, _ in state]
+    done = 0
+    while remove > 0:
+        take = max(1, min(remove, remove // steps))
+        costs = sum(
+            (weights**2).sum(axis=1) / diagonal[alive]
+            for weights, diagonal in zip(rows, diagonals, strict=True)
+        )
+        order = np.argsort(costs, kind="stable")[:take]
+        keep = np.ones(len(alive), dtype=bool)
+        keep[order] = False
+        chosen, alive = alive[order], alive[keep]
+        for index, (_, inverse, _) in enumerate(state):
+            factor, diagonal = factors[index], diagonals[index]
+            columns = inverse[:, chosen] - factor[:, :done] @ factor[chosen, :done].T
+            solve = np.linalg.inv(np.linalg.cholesky(columns[chosen])).T
+            block = columns @ solve
+            factor[:, done : done + take] = block
+            diagonal -= (block**2).sum(axis=1)
+            weights = rows[index]
+            rows[index] = weights[keep] - block[alive] @ (solve.T @ weights[order])
+        done += take
+        remove -= take
+    return np.sort(alive).astype(np.int64)
 
 
 def _block_cost(state: list, group: ChannelGroup, unit: int) -> float:
