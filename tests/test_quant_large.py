@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 
 from onnxprune.model_io import load_model
-from onnxprune.quant.large import streaming_refusal
+from onnxprune.quant.large import quantize_streaming, streaming_refusal
 from onnxprune.quant.large_dynamic import int8_per_column
 from onnxprune.quantize import QuantizeOptions, quantize_model_file
 
@@ -128,3 +128,15 @@ def test_a_big_model_that_does_not_stream_says_why_in_the_report(
     section = quantize_model_file(stack, tmp_path / "out.onnx", options)
     assert section["not_streamed"] == "only per-channel dynamic int8 streams"
     assert "streamed" not in section
+
+
+@pytest.mark.parametrize(
+    ("mode", "suffixes"),
+    [("int4", ("_Q4", "_scales", "_zero_points")), ("dynamic", ("_quantized", "_scale"))],
+)
+def test_quantized_tensors_are_written_out_as_produced(stack: Path, mode: str, suffixes) -> None:
+    model = load_model(stack)
+    quantize_streaming(model, QuantizeOptions(mode=mode), {})
+    made = [v for name, v in model.graph.initializers.items() if name.endswith(suffixes)]
+    assert len(made) == 6 * len(suffixes)  # 2 blocks of 3 MatMuls
+    assert all(isinstance(value.const_value, ir.ExternalTensor) for value in made)

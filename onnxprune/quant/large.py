@@ -2,9 +2,10 @@
 
 onnxruntime's quantizers load the whole model as one protobuf (every weight in memory, plus
 their own copies). Here each weight is read from the memory-mapped external data, quantized
-into exactly onnxruntime's format and released before the next one; only the (much smaller)
-quantized tensors are held until the model is written. The float weights that stay float are
-never loaded: the writer copies them from the input's data file.
+into exactly onnxruntime's format and released before the next one; the quantized tensors go
+to the model's scratch file as they are produced (``onnxprune.streaming``), so memory holds one
+weight at a time, not the quantized model. The float weights that stay float are never loaded:
+the writer copies them from the input's data file.
 
 * ``int4`` (round to nearest): ``MatMul`` -> ``MatMulNBits`` built as onnxruntime's
   ``MatMulNBitsQuantizer`` builds it (same C++ block packer, same names and attributes).
@@ -27,10 +28,11 @@ from onnxruntime.capi._pybind_state import quantize_matmul_4bits
 
 from onnxprune.quant.options import QuantizeOptions
 from onnxprune.quant.rules import LayerDecision
-from onnxprune.streaming import release
+from onnxprune.streaming import ScratchTensors, release, scratch_for
 
 __all__ = [
     "QuantizeMatMulNBitsPass",
+    "add_initializer",
     "drop_unused_initializers",
     "int4_blocks",
     "quantize_streaming",
@@ -107,9 +109,14 @@ def int4_blocks(weight: np.ndarray, block: int, symmetric: bool) -> tuple[np.nda
     return packed, scales, zero_points
 
 
-def _initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
-    value = ir.Value(name=name, const_value=ir.Tensor(array, name=name))
-    value.shape, value.type = ir.Shape(array.shape), ir.TensorType(value.const_value.dtype)
+def add_initializer(
+    graph: ir.Graph, name: str, array: np.ndarray, scratch: ScratchTensors | None
+) -> ir.Value:
+    """Register ``array`` as initializer ``name``: appended to the model's scratch file when it
+    has one (written as produced, not kept in memory; the same bytes), else held in memory."""
+    tensor = ir.Tensor(array, name=name) if scratch is None else scratch.store(array, name)
+    value = ir.Value(name=name, const_value=tensor)
+    value.shape, value.type = ir.Shape(array.shape), ir.TensorType(tensor.dtype)
     graph.register_initializer(value)
     return value
 
@@ -136,7 +143,7 @@ class QuantizeMatMulNBitsPass(ir.passes.InPlacePass):
         self.plan: list[LayerDecision] = []
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        graph, done = model.graph, {}
+        graph, done, scratch = model.graph, {}, scratch_for(model)
         for node in weight_matmuls(model):
             if node.name in self.excluded:
                 self.plan.append(
@@ -145,7 +152,7 @@ class QuantizeMatMulNBitsPass(ir.passes.InPlacePass):
                 continue
             weight = node.inputs[1]
             if weight.name not in done:
-                done[weight.name] = self._quantize(graph, weight)
+                done[weight.name] = self._quantize(graph, weight, scratch)
             rows, cols = weight.const_value.shape
             attributes = {"K": rows, "N": cols, "bits": 4, "block_size": self.block_size}
             name = f"{node.name}_Q4" if node.name else ""
@@ -166,17 +173,19 @@ class QuantizeMatMulNBitsPass(ir.passes.InPlacePass):
             model.opset_imports["com.microsoft"] = 1
         return ir.passes.PassResult(model, modified=bool(done))
 
-    def _quantize(self, graph: ir.Graph, weight: ir.Value) -> list[ir.Value]:
+    def _quantize(self, graph: ir.Graph, weight: ir.Value, scratch) -> list[ir.Value]:
         array = weight.const_value.numpy()
         packed, scales, zero_points = int4_blocks(array, self.block_size, self.symmetric)
         del array
         release(weight)
         values = [
-            _initializer(graph, f"{weight.name}_Q4", packed),
-            _initializer(graph, f"{weight.name}_scales", scales),
+            add_initializer(graph, f"{weight.name}_Q4", packed, scratch),
+            add_initializer(graph, f"{weight.name}_scales", scales, scratch),
         ]
         if not self.symmetric:
-            values.append(_initializer(graph, f"{weight.name}_zero_points", zero_points))
+            values.append(
+                add_initializer(graph, f"{weight.name}_zero_points", zero_points, scratch)
+            )
         return values
 
 

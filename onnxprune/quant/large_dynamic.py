@@ -22,9 +22,9 @@ from collections.abc import Mapping
 import numpy as np
 import onnx_ir as ir
 
-from onnxprune.quant.large import drop_unused_initializers, weight_matmuls
+from onnxprune.quant.large import add_initializer, drop_unused_initializers, weight_matmuls
 from onnxprune.quant.rules import LayerDecision
-from onnxprune.streaming import release
+from onnxprune.streaming import release, scratch_for
 
 __all__ = ["QuantizeMatMulIntegerPass", "int8_per_column"]
 
@@ -43,13 +43,6 @@ def int8_per_column(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     values = np.round(weight / scales)
     np.clip(values, -128, 127, out=values)
     return values.astype(np.int8), scales, np.zeros(scales.shape, dtype=np.int8)
-
-
-def _initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
-    value = ir.Value(name=name, const_value=ir.Tensor(array, name=name))
-    value.shape, value.type = ir.Shape(array.shape), ir.TensorType(value.const_value.dtype)
-    graph.register_initializer(value)
-    return value
 
 
 def _node(graph, before, op, inputs, names, name, **attributes) -> list[ir.Value]:
@@ -71,6 +64,7 @@ class QuantizeMatMulIntegerPass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph, weights, activations = model.graph, {}, {}
+        scratch = scratch_for(model)
         for node in weight_matmuls(model):
             if node.name in self.excluded:
                 self.plan.append(
@@ -79,7 +73,7 @@ class QuantizeMatMulIntegerPass(ir.passes.InPlacePass):
                 continue
             a, w = node.inputs[0], node.inputs[1]
             if w.name not in weights:
-                weights[w.name] = self._weight(graph, w)
+                weights[w.name] = self._weight(graph, w, scratch)
             if a.name not in activations:
                 names = [f"{a.name}_quantized", f"{a.name}_scale", f"{a.name}_zero_point"]
                 activations[a.name] = _node(
@@ -90,15 +84,15 @@ class QuantizeMatMulIntegerPass(ir.passes.InPlacePass):
         drop_unused_initializers(graph, set(weights))
         return ir.passes.PassResult(model, modified=bool(weights))
 
-    def _weight(self, graph: ir.Graph, weight: ir.Value) -> list[ir.Value]:
+    def _weight(self, graph: ir.Graph, weight: ir.Value, scratch) -> list[ir.Value]:
         array = weight.const_value.numpy()
         values, scales, zero_points = int8_per_column(array)
         del array
         release(weight)
         return [
-            _initializer(graph, f"{weight.name}_quantized", values),
-            _initializer(graph, f"{weight.name}_scale", scales),
-            _initializer(graph, f"{weight.name}_zero_point", zero_points),
+            add_initializer(graph, f"{weight.name}_quantized", values, scratch),
+            add_initializer(graph, f"{weight.name}_scale", scales, scratch),
+            add_initializer(graph, f"{weight.name}_zero_point", zero_points, scratch),
         ]
 
     @staticmethod
