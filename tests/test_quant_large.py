@@ -140,3 +140,39 @@ def test_quantized_tensors_are_written_out_as_produced(stack: Path, mode: str, s
     made = [v for name, v in model.graph.initializers.items() if name.endswith(suffixes)]
     assert len(made) == 6 * len(suffixes)  # 2 blocks of 3 MatMuls
     assert all(isinstance(value.const_value, ir.ExternalTensor) for value in made)
+
+
+def _float16_model(folder: Path) -> Path:
+    """y = MatMul(MatMul(x, W1), W2) in float16, weights in external data (K=40: padded)."""
+    rng = np.random.default_rng(5)
+    x = ir.Value(name="x", shape=ir.Shape(["n", 40]), type=ir.TensorType(ir.DataType.FLOAT16))
+    graph = ir.Graph([x], [], nodes=[], name="half", opset_imports={"": 20})
+    value = x
+    for index, (k, n) in enumerate([(40, 24), (24, 8)]):
+        array = (0.3 * rng.standard_normal((k, n))).astype(np.float16)
+        weight = ir.Value(name=f"w{index}", const_value=ir.tensor(array, name=f"w{index}"))
+        graph.register_initializer(weight)
+        node = ir.node("MatMul", [value, weight], name=f"mm{index}")
+        graph.append(node)
+        value = node.outputs[0]
+        value.name, value.type, value.shape = f"h{index}", x.type, ir.Shape(["n", n])
+    graph.outputs.append(value)
+    path = folder / "half.onnx"
+    ir.save(ir.Model(graph, ir_version=10), path, external_data="half.onnx.data")
+    return path
+
+
+def test_float16_weights_stream_to_onnxruntimes_int4(tmp_path: Path) -> None:
+    model = _float16_model(tmp_path)
+    options = QuantizeOptions(mode="int4", block_size=16)
+    assert quantize_model_file(model, tmp_path / "streamed.onnx", options)["streamed"] is True
+    quantize_model_file(model, tmp_path / "ort.onnx", options, stream=False)
+    ours, theirs = ir.load(tmp_path / "streamed.onnx"), ir.load(tmp_path / "ort.onnx")
+    for name, value in theirs.graph.initializers.items():
+        assert value.const_value.tobytes() == ours.graph.initializers[name].const_value.tobytes()
+    x = np.random.default_rng(6).standard_normal((3, 40)).astype(np.float16)
+    session = ort.InferenceSession(str(tmp_path / "streamed.onnx"))
+    reference = ort.InferenceSession(str(tmp_path / "ort.onnx"))
+    assert session.run(None, {"x": x})[0].tobytes() == reference.run(None, {"x": x})[0].tobytes()
+    refusal = streaming_refusal(load_model(model), QuantizeOptions(mode="dynamic"), None)
+    assert refusal == "MatMul mm0 has a weight that is not a 2-D float tensor this mode streams"

@@ -49,8 +49,15 @@ _OTHER_QUANTIZED = {
 }
 
 
-def weight_matmuls(model: ir.Model) -> list[ir.Node]:
-    """Main-graph ``MatMul``s whose second input is a 2-D float32 initializer."""
+_WEIGHT_TYPES = {
+    "int4": (ir.DataType.FLOAT, ir.DataType.FLOAT16),  # the packer takes both, as in onnxruntime
+    "dynamic": (ir.DataType.FLOAT,),  # DynamicQuantizeLinear reads float32 only
+}
+
+
+def weight_matmuls(model: ir.Model, mode: str = "dynamic") -> list[ir.Node]:
+    """Main-graph ``MatMul``s whose second input is a 2-D initializer of a type ``mode``
+    streams (float32; float16 too for int4)."""
     constants = model.graph.initializers
     found = []
     for node in model.graph:
@@ -58,7 +65,7 @@ def weight_matmuls(model: ir.Model) -> list[ir.Node]:
         if weight is None or weight.name not in constants or weight.const_value is None:
             continue
         tensor = weight.const_value
-        if tensor.dtype == ir.DataType.FLOAT and len(tensor.shape) == 2:
+        if tensor.dtype in _WEIGHT_TYPES[mode] and len(tensor.shape) == 2:
             found.append(node)
     return found
 
@@ -86,13 +93,15 @@ def streaming_refusal(model: ir.Model, options: QuantizeOptions, calibration) ->
     others = sorted({n.op_type for n in model.graph} & _OTHER_QUANTIZED[options.mode])
     if others:
         return f"onnxruntime would also quantize {', '.join(others)} nodes"
-    matmuls = {id(n) for n in weight_matmuls(model)}
+    matmuls = {id(n) for n in weight_matmuls(model, options.mode)}
     for node in model.graph:
         if node.op_type == "MatMul" and node.inputs[0].const_value is not None:
             return f"MatMul {node.name} multiplies a constant from the left"
         weight = node.inputs[1] if node.op_type == "MatMul" and len(node.inputs) > 1 else None
         if weight is not None and weight.const_value is not None and id(node) not in matmuls:
-            return f"MatMul {node.name} has a weight that is not a 2-D float32 tensor"
+            return (
+                f"MatMul {node.name} has a weight that is not a 2-D float tensor this mode streams"
+            )
     return None
 
 
@@ -144,7 +153,7 @@ class QuantizeMatMulNBitsPass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph, done, scratch = model.graph, {}, scratch_for(model)
-        for node in weight_matmuls(model):
+        for node in weight_matmuls(model, "int4"):
             if node.name in self.excluded:
                 self.plan.append(
                     LayerDecision(node.name, "MatMul", "float", self.excluded[node.name])
