@@ -6,7 +6,10 @@ mean-pooled embeddings to the float model on the held-out sentences, whole-file 
 (model plus external data), quantize wall time, and dense/quantized median latency at batch 1
 and 16 (int8 rows): all int8 models and the float one in one process, interleaved round by
 round, one onnxruntime thread each, wall and thread-CPU time with p25/p75
-(``bench/quant_speed.py``). Digits CNN static int8 accuracy drop too.
+(``bench/quant_speed.py``). Digits CNN static int8 accuracy drop too. Composition with
+pruning: MiniLM with structured FFN 50% repaired by ``bench/repair.py`` (its
+``structured ffn 50%`` row; made here with that code when missing), timed in float and after
+``quantize --mode static``, both against the dense model.
 Prints the table, writes ``bench/results/quantize_peers.json``.
 
     python bench/quantize_peers.py [--skip-nncf]
@@ -34,6 +37,8 @@ from quant_speed import measure  # noqa: E402
 OUT = WORK / "quantize_peers"
 CALIBRATION = WORK / "calibration.npz"
 FIXTURES = HERE.parent / "fixtures"
+FFN_FLOAT = "onnxprune FFN 50% repaired (float)"
+FFN_STATIC = "onnxprune FFN 50% repaired + static int8"
 OURS = [
     ("onnxprune dynamic int8", "int8", ["--mode", "dynamic"]),
     (
@@ -124,6 +129,33 @@ PEERS = [
 ]
 
 
+def _ffn_repaired(dense_path: Path, held: dict, dense: np.ndarray) -> Path:
+    """A copy of bench/repair.py's repaired structured FFN 50% model (made when missing)."""
+    import shutil
+
+    made = WORK / "repair" / "torchscript" / "structured_ffn_50.repaired.onnx"
+    if not made.exists():
+        import repair
+
+        config = next(c for c in repair.CONFIGS if c.label == "structured ffn 50%")
+        repair.prepare(["torchscript"])
+        validation = ["--validation", str(WORK / "repair_validation.npz")]
+        repair.minilm_row("torchscript", dense_path, config, held, dense, validation)
+    copy = OUT / "ffn50_repaired.onnx"
+    shutil.copyfile(made, copy)
+    return copy
+
+
+def _pruned_rows(dense_path: Path, held: dict, dense: np.ndarray) -> list[dict]:
+    pruned = _ffn_repaired(dense_path, held, dense)
+    rows = [_measure(FFN_FLOAT, "pruned", dense_path, pruned, 0.0, held, dense)]
+    out = OUT / "ffn50_repaired_static.onnx"
+    args = ["--mode", "static", "--calibration", str(CALIBRATION), "--latency-runs", "0"]
+    run = run_cli(["quantize", str(pruned), "-o", str(out), *args])
+    seconds = run["report"]["quantization"]["seconds"]
+    return [*rows, _measure(FFN_STATIC, "int8", dense_path, out, seconds, held, dense)]
+
+
 def _measure(label, kind, dense_path, out, seconds, held, dense) -> dict:
     cosine = np.sum(dense * embeddings(out, held), axis=1)
     row = {
@@ -141,7 +173,7 @@ def _measure(label, kind, dense_path, out, seconds, held, dense) -> dict:
 
 def _speeds(dense_path: Path, rows: list[dict], held: dict) -> dict:
     """Speed of every int8 row against the float model, all interleaved in one process."""
-    timed = [r for r in rows if r["kind"] == "int8" and "path" in r]
+    timed = [r for r in rows if r["kind"] in ("int8", "pruned") and "path" in r]
     paths = [dense_path, *(Path(r["path"]) for r in timed)]
     runs = {}
     for batch, rounds, repeat in ((1, 40, 10), (16, 30, 1)):
@@ -233,7 +265,8 @@ def _previous_nncf_rows() -> list[dict]:
     rows = [r for r in json.loads(path.read_text())["rows"] if r["tool"].startswith("NNCF")]
     for row in rows:
         row["reused"] = True
-        print(_line(row) + "  (previous run)", flush=True)
+        line = _line(row) if "error" not in row else f"{row['tool']:<44} failed: {row['error']}"
+        print(line + "  (previous run)", flush=True)
     return rows
 
 
@@ -267,6 +300,7 @@ def main() -> None:
     held = dict(np.load(WORK / "heldout.npz"))
     dense = embeddings(dense_path, held)
     rows = [*_ours(dense_path, held, dense), *_peers(dense_path, held, dense, options.skip_nncf)]
+    rows += _pruned_rows(dense_path, held, dense)
     timing = _speeds(dense_path, rows, held)
     if options.skip_nncf:
         rows += _previous_nncf_rows()
