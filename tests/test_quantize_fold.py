@@ -177,7 +177,7 @@ def test_dropped_annotations_keep_add_and_layernorm_unfused(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize("mode", ["dynamic", "static", "int4"])
-def test_quantized_models_carry_no_intermediate_shape_annotations(tmp_path: Path, mode: str) -> None:
+def test_quantized_models_carry_no_shape_annotations(tmp_path: Path, mode: str) -> None:
     model, tokens = tiny_transformer(tmp_path / "t.onnx"), token_data(tmp_path / "d.npz")
     data = load_dataset(tokens, input_specs(load_model(model)))
     options = QuantizeOptions(mode=mode, calibration=str(tokens), block_size=16)
