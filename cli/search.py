@@ -77,7 +77,7 @@ auto_options = stack(
     click.option(
         "--search-z",
         type=float,
-        default=1.5,
+        default=1.0,
         show_default=True,
         help="--auto: on the selection half, every accuracy drop (overall and per group) is "
         "judged as drop + Z x the standard error of its selection-vs-confirmation difference "
@@ -131,7 +131,7 @@ _AUTO_ONLY = {
     "resume": False,
     "search_margin": 0.0,
     "search_tolerance": 0.02,
-    "search_z": 1.5,
+    "search_z": 1.0,
     "search_timed": 3,
 }
 

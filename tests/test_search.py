@@ -131,8 +131,8 @@ def test_auto_finds_a_feasible_configuration_and_confirms_it(tmp_path):
     result, out, report = _auto(tmp_path, "a", "--json", "--search-z", "1")
     assert result.returncode == 0, result.stderr
     search = report["search"]
-    # magnitude at 50% of every layer holds 1 pt on this data, also by its bound at z 1 (the
-    # default 1.5 stops lower, at 35%); the search must do at least that
+    # magnitude at 50% of every layer holds 1 pt on this data, also by its bound at z 1 (at
+    # z 1.5 the search stops lower, at 35%); the search must do at least that
     assert search["chosen"]["sparsity"] >= 0.5
     assert search["selection"]["gates"]["max_accuracy_drop"]["passed"]
     assert search["confirmation"]["samples"] + search["split"]["selection"] == 4000

@@ -48,7 +48,7 @@ class AutoOptions:
     curve_samples: int = 128
     margin: float = 0.0
     tolerance: float = 0.02
-    z: float = 1.5
+    z: float = 1.0
     precisions: tuple[str, ...] = ()
     timed: int = 3
 
