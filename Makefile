@@ -61,9 +61,11 @@ edge: install
 
 fixtures: install
 	$(BIN)/python fixtures/build.py
+	$(BIN)/python -m fixtures.build_compas
+	$(BIN)/python -m fixtures.build_credit
 
 lint: install
-	$(BIN)/ruff check onnxprune cli tests fixtures
+	$(BIN)/ruff check onnxprune cli tests fixtures bench
 
 clean:
 	rm -rf $(OUT) .pytest_cache
