@@ -36,6 +36,7 @@ __all__ = [
     "Slice",
     "feed_of",
     "forget",
+    "has_subgraphs",
     "initializer_bytes",
     "outputs_in_slices",
     "plan_slices",
@@ -62,14 +63,19 @@ def initializer_bytes(model: ir.Model) -> int:
     return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value)
 
 
-def _sliceable(model: ir.Model) -> bool:
-    if any(v.name in model.graph.initializers for v in model.graph.inputs):
-        return False
-    return not any(
+def has_subgraphs(model: ir.Model) -> bool:
+    """Whether a main-graph node carries a graph attribute (an ``If``/``Loop``/``Scan`` body)."""
+    return any(
         attr.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
         for node in model.graph
         for attr in node.attributes.values()
     )
+
+
+def _sliceable(model: ir.Model) -> bool:
+    if any(v.name in model.graph.initializers for v in model.graph.inputs):
+        return False
+    return not has_subgraphs(model)
 
 
 def _cuts(model: ir.Model, slice_bytes: int) -> list[tuple[int, int]]:

@@ -28,6 +28,7 @@ from onnxruntime.capi._pybind_state import quantize_matmul_4bits
 
 from onnxprune.quant.options import QuantizeOptions
 from onnxprune.quant.rules import LayerDecision
+from onnxprune.staged import has_subgraphs
 from onnxprune.streaming import ScratchTensors, release, scratch_for
 
 __all__ = [
@@ -70,14 +71,6 @@ def weight_matmuls(model: ir.Model, mode: str = "dynamic") -> list[ir.Node]:
     return found
 
 
-def _has_subgraphs(model: ir.Model) -> bool:
-    return any(
-        attr.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
-        for node in model.graph
-        for attr in node.attributes.values()
-    )
-
-
 def streaming_refusal(model: ir.Model, options: QuantizeOptions, calibration) -> str | None:
     """Why ``model`` cannot be quantized tensor by tensor with ``options`` (None: it can)."""
     if options.mode not in _OTHER_QUANTIZED:
@@ -88,7 +81,7 @@ def streaming_refusal(model: ir.Model, options: QuantizeOptions, calibration) ->
         return "per-layer int4 errors on calibration data need the whole model"
     if options.mode == "dynamic" and not options.per_channel:
         return "only per-channel dynamic int8 streams"
-    if _has_subgraphs(model):
+    if has_subgraphs(model):
         return "the model has subgraphs"
     others = sorted({n.op_type for n in model.graph} & _OTHER_QUANTIZED[options.mode])
     if others:

@@ -65,7 +65,7 @@ class QuantizeMatMulIntegerPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph, weights, activations = model.graph, {}, {}
         scratch = scratch_for(model)
-        for node in weight_matmuls(model):
+        for node in weight_matmuls(model, "dynamic"):
             if node.name in self.excluded:
                 self.plan.append(
                     LayerDecision(node.name, "MatMul", "float", self.excluded[node.name])
