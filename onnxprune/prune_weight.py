@@ -20,7 +20,7 @@ from onnxprune.calibration import LayerStats
 from onnxprune.masks import layer_mask, n_m_mask, per_output_mask
 from onnxprune.scoring import METHODS
 from onnxprune.sparsegpt import sparsegpt_prune
-from onnxprune.streaming import ScratchTensors, release
+from onnxprune.streaming import ScratchTensors, release, stored_tensor
 from onnxprune.weights import PrunableWeight
 
 if TYPE_CHECKING:
@@ -99,6 +99,4 @@ def prune_one_weight(
     del array, scores
     release(value)
     after = int(np.count_nonzero(result == 0))
-    if scratch is None:
-        return (before, after), ir.Tensor(result, name=weight.name)
-    return (before, after), scratch.store(result, weight.name)
+    return (before, after), stored_tensor(result, weight.name, scratch)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
-__all__ = ["ScratchTensors", "release", "scratch_for", "set_initializer"]
+__all__ = ["ScratchTensors", "release", "scratch_for", "set_initializer", "stored_tensor"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,14 @@ def release(value: ir.Value) -> None:
             logger.debug("%s: still in use, unmapped later", value.name)
 
 
+def stored_tensor(
+    array: np.ndarray, name: str, scratch: ScratchTensors | None
+) -> ir.TensorProtocol:
+    """A tensor of ``array`` named ``name``: appended to ``scratch`` when given (read back
+    lazily, nothing held in memory), else in memory. The bytes are the same either way."""
+    return ir.Tensor(array, name=name) if scratch is None else scratch.store(array, name)
+
+
 def set_initializer(
     value: ir.Value, array: np.ndarray, scratch: ScratchTensors | None
 ) -> ir.TensorProtocol:
@@ -91,6 +99,6 @@ def set_initializer(
     old = value.const_value
     array = array.astype(old.dtype.numpy(), copy=False)
     release(value)
-    tensor = ir.Tensor(array, name=name) if scratch is None else scratch.store(array, name)
+    tensor = stored_tensor(array, name, scratch)
     value.const_value = tensor
     return tensor

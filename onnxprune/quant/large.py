@@ -29,7 +29,7 @@ from onnxruntime.capi._pybind_state import quantize_matmul_4bits
 from onnxprune.quant.options import QuantizeOptions
 from onnxprune.quant.rules import LayerDecision
 from onnxprune.staged import has_subgraphs
-from onnxprune.streaming import ScratchTensors, release, scratch_for
+from onnxprune.streaming import ScratchTensors, release, scratch_for, stored_tensor
 
 __all__ = [
     "QuantizeMatMulNBitsPass",
@@ -116,7 +116,7 @@ def add_initializer(
 ) -> ir.Value:
     """Register ``array`` as initializer ``name``: appended to the model's scratch file when it
     has one (written as produced, not kept in memory; the same bytes), else held in memory."""
-    tensor = ir.Tensor(array, name=name) if scratch is None else scratch.store(array, name)
+    tensor = stored_tensor(array, name, scratch)
     value = ir.Value(name=name, const_value=tensor)
     value.shape, value.type = ir.Shape(array.shape), ir.TensorType(tensor.dtype)
     graph.register_initializer(value)
