@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-__all__ = ["Capture", "Fold", "apply_fold", "check_folds", "plan_fold"]
+__all__ = ["Capture", "Fold", "apply_fold", "check_folds", "plan_fold", "scale_weight_rows"]
 
 logger = logging.getLogger(__name__)
 LAYERNORM = "LayerNormalization"
@@ -159,7 +159,8 @@ def check_folds(
     for tensor in checked:
         fold, inverse, readers = folds[tensor]
         apply_fold(trial, fold, inverse)
-        _scale_rows(trial, readers, 1.0 / inverse)
+        readers_in_trial = [n for n in trial.graph.node if n.name in readers]
+        scale_weight_rows(trial, readers_in_trial, 1.0 / inverse, "_trial")
     after = capture(trial, checked)
     for tensor in checked:
         expected = before[tensor] * folds[tensor][1]
@@ -171,12 +172,15 @@ def check_folds(
     return passed
 
 
-def _scale_rows(model: onnx.ModelProto, readers: list[str], scale: np.ndarray) -> None:
+def scale_weight_rows(
+    model: onnx.ModelProto, nodes: list[onnx.NodeProto], scale: np.ndarray, suffix: str
+) -> None:
+    """Point each ``MatMul`` in ``nodes`` at a new initializer ``<weight><suffix>``: its weight
+    with row ``k`` times ``scale[k]`` (the other side of an activation scaled by ``1/scale``)."""
     constants = {t.name: t for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.name in readers:
-            weight = numpy_helper.to_array(constants[node.input[1]])
-            name = f"{node.input[1]}_trial"
-            rows = (weight * scale[:, None]).astype(weight.dtype)
-            model.graph.initializer.append(numpy_helper.from_array(rows, name))
-            node.input[1] = name
+    for node in nodes:
+        weight = numpy_helper.to_array(constants[node.input[1]])
+        name = f"{node.input[1]}{suffix}"
+        rows = (weight * scale[:, None]).astype(weight.dtype)
+        model.graph.initializer.append(numpy_helper.from_array(rows, name))
+        node.input[1] = name

@@ -23,7 +23,14 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxprune.quant.fold import Capture, Fold, apply_fold, check_folds, plan_fold
+from onnxprune.quant.fold import (
+    Capture,
+    Fold,
+    apply_fold,
+    check_folds,
+    plan_fold,
+    scale_weight_rows,
+)
 
 __all__ = ["AUTO_ALPHAS", "SmoothQuantPass", "group_error", "smoothable_groups"]
 
@@ -106,14 +113,8 @@ class SmoothQuantPass:
                     scaled[tensor] = (group, scale)
         folds = self._folds(model, scaled)
         for tensor, (group, scale) in scaled.items():
-            constants = {t.name: t for t in model.graph.initializer}  # folds add constants
-            for node in group:
-                weight = numpy_helper.to_array(constants[node.input[1]])
-                name = f"{node.input[1]}_smoothed"
-                model.graph.initializer.append(
-                    numpy_helper.from_array((weight * scale[:, None]).astype(weight.dtype), name)
-                )
-                node.input[1] = name
+            # reads the weights as earlier folds left them (a value fold rescales V's weight)
+            scale_weight_rows(model, group, scale, "_smoothed")
             inverse = (1.0 / scale).astype(np.float32)
             if tensor in folds:
                 apply_fold(model, folds[tensor], inverse)
