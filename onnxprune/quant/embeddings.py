@@ -15,6 +15,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxprune.quant.rules import CONTRIB, use_contrib_opset
+
 __all__ = [
     "QuantizeEmbeddingsPass",
     "block_for",
@@ -24,7 +26,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-CONTRIB = "com.microsoft"
 
 
 def embedding_gathers(model: onnx.ModelProto, block_size: int) -> dict[str, str | None]:
@@ -125,8 +126,7 @@ class QuantizeEmbeddingsPass:
             done.append(node.name)
         if done:
             _drop_unused(model)
-            if not any(o.domain == CONTRIB for o in model.opset_import):
-                model.opset_import.append(helper.make_opsetid(CONTRIB, 1))
+            use_contrib_opset(model)
         logger.info("%d embedding tables quantized to 8 bits", len(done))
         return done
 

@@ -17,10 +17,11 @@ import logging
 import onnx
 from onnx import helper
 
+from onnxprune.quant.rules import CONTRIB, use_contrib_opset
+
 __all__ = ["FuseIntegerMatMulPass"]
 
 logger = logging.getLogger(__name__)
-MS_DOMAIN = "com.microsoft"
 
 
 def _axis(node: onnx.NodeProto) -> int:
@@ -61,7 +62,7 @@ class FuseIntegerMatMulPass:
                 [*inputs, *([bias] if bias else [])],
                 [output],
                 name=node.name,
-                domain=MS_DOMAIN,
+                domain=CONTRIB,
             )
             replaced[id(node)] = fused
             if bias_add is not None:
@@ -71,8 +72,7 @@ class FuseIntegerMatMulPass:
         nodes = [replaced.get(id(n), n) for n in graph.node if id(n) not in dropped]
         graph.ClearField("node")
         graph.node.extend(_without_unread_dequantize(nodes, graph))
-        if not any(o.domain == MS_DOMAIN for o in model.opset_import):
-            model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+        use_contrib_opset(model)
         logger.info("%d int8 MatMuls fused into MatMulIntegerToFloat", len(replaced))
         return len(replaced)
 

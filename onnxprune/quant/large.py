@@ -27,7 +27,7 @@ import onnx_ir as ir
 from onnxruntime.capi._pybind_state import quantize_matmul_4bits
 
 from onnxprune.quant.options import QuantizeOptions
-from onnxprune.quant.rules import LayerDecision
+from onnxprune.quant.rules import CONTRIB, LayerDecision
 from onnxprune.staged import has_subgraphs
 from onnxprune.streaming import ScratchTensors, release, scratch_for, stored_tensor
 
@@ -162,7 +162,7 @@ class QuantizeMatMulNBitsPass(ir.passes.InPlacePass):
                 "MatMulNBits",
                 [node.inputs[0], *done[weight.name]],
                 attributes,
-                domain="com.microsoft",
+                domain=CONTRIB,
                 name=name,
             )
             new.outputs[0].name = node.outputs[0].name
@@ -172,7 +172,7 @@ class QuantizeMatMulNBitsPass(ir.passes.InPlacePass):
             self.plan.append(LayerDecision(node.name, "MatMul", "int4", "constant weight"))
         drop_unused_initializers(graph, set(done))
         if done:
-            model.opset_imports["com.microsoft"] = 1
+            model.opset_imports[CONTRIB] = 1
         return ir.passes.PassResult(model, modified=bool(done))
 
     def _quantize(self, graph: ir.Graph, weight: ir.Value, scratch) -> list[ir.Value]:

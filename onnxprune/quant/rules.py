@@ -18,14 +18,19 @@ from dataclasses import dataclass
 import onnx
 
 __all__ = [
+    "CONTRIB",
     "FLOAT_OPS",
     "INT8_CARRIER_OPS",
     "INT8_OPS",
     "OUTPUT_FLOAT_OPS",
     "LayerDecision",
     "static_plan",
+    "use_contrib_opset",
     "weight_input",
 ]
+
+# onnxruntime's contrib ops (MatMulIntegerToFloat, MatMulNBits, GatherBlockQuantized) live here
+CONTRIB = "com.microsoft"
 
 # op type -> why it stays in float under static int8.
 FLOAT_OPS: Mapping[str, str] = {
@@ -111,3 +116,9 @@ def static_plan(model: onnx.ModelProto, excluded: Mapping[str, str]) -> list[Lay
         elif node.op_type in FLOAT_OPS:
             plan.append(LayerDecision(node.name, node.op_type, "float", FLOAT_OPS[node.op_type]))
     return plan
+
+
+def use_contrib_opset(model: onnx.ModelProto) -> None:
+    """Import onnxruntime's contrib domain (version 1) into ``model`` unless it is there."""
+    if not any(o.domain == CONTRIB for o in model.opset_import):
+        model.opset_import.append(onnx.helper.make_opsetid(CONTRIB, 1))

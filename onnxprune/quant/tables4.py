@@ -18,14 +18,14 @@ import sys
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, numpy_helper
 
 from onnxprune.quant.embeddings import gather_block_quantized
+from onnxprune.quant.rules import use_contrib_opset
 
 __all__ = ["QuantizeTables4Pass", "quantize_table4"]
 
 logger = logging.getLogger(__name__)
-CONTRIB = "com.microsoft"
 CHUNK = 1024
 
 
@@ -107,8 +107,8 @@ class QuantizeTables4Pass:
         unused = [i for i, t in enumerate(model.graph.initializer) if t.name not in used]
         for index in reversed(unused):
             del model.graph.initializer[index]
-        if done and not any(o.domain == CONTRIB for o in model.opset_import):
-            model.opset_import.append(helper.make_opsetid(CONTRIB, 1))
+        if done:
+            use_contrib_opset(model)
         logger.info("%d embedding tables quantized to 4 bits", len(done))
         return done
 
