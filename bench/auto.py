@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 from pathlib import Path
 
@@ -40,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from common import run_cli, write_results  # noqa: E402
+from common import cpu_timed, run_cli, write_results  # noqa: E402
 
 from onnxprune.data import input_specs, load_dataset  # noqa: E402
 from onnxprune.model_io import load_model  # noqa: E402
@@ -227,15 +226,6 @@ def timed_ratio(fixed: Path, auto: Path, feed: dict, rounds: int = 400) -> dict:
             **block_ratios(times["fixed"][clock], times["auto"][clock]),
         }
     return result
-
-
-def cpu_timed(args: list[str]) -> dict:
-    """``run_cli`` plus the CPU seconds the child used (user + system)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    run = run_cli(args)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {**run, "cpu_seconds": cpu}
 
 
 def fixed_run(args: list[str], out: Path, reuse: bool) -> dict:

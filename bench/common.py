@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -35,6 +36,15 @@ def run_cli(args: list[str]) -> dict:
             raise SystemExit(f"failed: {' '.join(command)}\n{done.stderr}")
         peak_mb = int(peak_file.read_text()) / 1024
     return {"seconds": seconds, "peak_mb": peak_mb, "report": json.loads(done.stdout)}
+
+
+def cpu_timed(args: list[str]) -> dict:
+    """``run_cli`` plus the CPU seconds the child used (user + system)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    run = run_cli(args)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {**run, "cpu_seconds": cpu}
 
 
 def session(model: Path, threads: int = 0) -> ort.InferenceSession:

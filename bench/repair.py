@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sys
 from pathlib import Path
 from typing import NamedTuple
@@ -38,7 +37,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import minilm_export  # noqa: E402
-from common import embeddings, run_cli, write_results  # noqa: E402
+from common import cpu_timed, embeddings, run_cli, write_results  # noqa: E402
 from minilm import CALIBRATION, HELD_OUT, WORK  # noqa: E402
 
 FIXTURES = HERE.parent / "fixtures"
@@ -150,15 +149,6 @@ def prepare(exporters: list[str]) -> dict[str, Path]:
     return {e: paths[e] for e in exporters}
 
 
-def _timed(args: list[str]) -> dict:
-    """``run_cli`` plus the child's CPU seconds (user + system)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    run = run_cli(args)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    run["cpu_seconds"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return run
-
-
 def _cosine(dense: np.ndarray, model: Path, held: dict) -> float:
     return float(np.mean(np.sum(dense * embeddings(model, held), axis=1)))
 
@@ -172,11 +162,11 @@ def minilm_row(
     compressed.parent.mkdir(parents=True, exist_ok=True)
     calibration = str(WORK / "calibration.npz")
     fitted_on = str(WORK / "calibration_augmented.npz") if config.augmented else calibration
-    first = _timed([command[0], str(model), "-o", str(compressed), *command[1:],
-                     "--calibration", fitted_on])  # fmt: skip
-    second = _timed(["repair", str(compressed), "--teacher", str(model), "--calibration",
-                      calibration, "-o", str(repaired), *MINILM_REPAIR, *config.repair,
-                      "--threads", "1", "--latency-runs", "0", *extra])  # fmt: skip
+    first = cpu_timed([command[0], str(model), "-o", str(compressed), *command[1:],
+                        "--calibration", fitted_on])  # fmt: skip
+    second = cpu_timed(["repair", str(compressed), "--teacher", str(model), "--calibration",
+                         calibration, "-o", str(repaired), *MINILM_REPAIR, *config.repair,
+                         "--threads", "1", "--latency-runs", "0", *extra])  # fmt: skip
     after = _cosine(dense, repaired, held)
     return {
         "exporter": exporter,
@@ -207,11 +197,11 @@ def compress_repair_row(exporter: str, model: Path, held: dict, dense) -> dict:
     out = OUT / exporter / "compress_repair.onnx"
     options = [*MINILM_REPAIR, *CONFIGS[0].repair]
     settings = [f"--repair-{a[2:]}" if a.startswith("--") else a for a in options]
-    run = _timed(["compress", str(model), "-o", str(out), *SPARSEGPT[1:], "--target-sparsity",
-                  "0.5", "--calibration", str(WORK / "calibration.npz"), "--repair", *settings,
-                  "--repair-validation", str(WORK / "repair_validation.npz"), "--data",
-                  str(WORK / "repair_validation.npz"), "--latency-runs", "0",
-                  "--no-default-budget"])  # fmt: skip
+    run = cpu_timed(["compress", str(model), "-o", str(out), *SPARSEGPT[1:], "--target-sparsity",
+                     "0.5", "--calibration", str(WORK / "calibration.npz"), "--repair", *settings,
+                     "--repair-validation", str(WORK / "repair_validation.npz"), "--data",
+                     str(WORK / "repair_validation.npz"), "--latency-runs", "0",
+                     "--no-default-budget"])  # fmt: skip
     stages = [s["stage"] for s in run["report"]["stages"]]
     return {
         "exporter": exporter,
