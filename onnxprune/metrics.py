@@ -23,6 +23,8 @@ __all__ = [
     "ECE_METHOD",
     "accuracy",
     "agreement_metrics",
+    "agreement_parts",
+    "agreement_summary",
     "calibration_error",
     "check_labels",
     "output_classes",
@@ -59,27 +61,60 @@ def agreement_metrics(
 
     An output of one value per sample (a score, a probability) has no per-sample direction: its
     cosine is taken over the samples, as one vector (``cosine_over: "samples"``)."""
+    return agreement_summary([agreement_parts(baseline, candidate)], classification)
+
+
+def agreement_parts(baseline: np.ndarray, candidate: np.ndarray) -> dict:
+    """What ``agreement_summary`` needs of one batch of both outputs, per sample: predictions,
+    norms and dot products (the values themselves for one value per sample), and the batch's
+    largest absolute difference (None when empty). Small next to the outputs."""
     base, cand = _per_sample(baseline), _per_sample(candidate)
-    over = "sample"
+    empty = np.zeros(len(base), np.int64)  # no values per sample: nothing to predict from
+    parts = {
+        "base_pred": predictions(baseline) if base.shape[1] else empty,
+        "cand_pred": predictions(candidate) if base.shape[1] else empty,
+        "max_abs_diff": np.max(np.abs(base - cand)) if base.size else None,
+    }
     if base.shape[1] == 1:
-        base, cand, over = base.reshape(1, -1), cand.reshape(1, -1), "samples"
+        return {**parts, "base_values": base[:, 0], "cand_values": cand[:, 0]}
     base_norm, cand_norm = np.linalg.norm(base, axis=1), np.linalg.norm(cand, axis=1)
+    return {
+        **parts,
+        "base_norm": base_norm,
+        "cand_norm": cand_norm,
+        "dots": np.sum(base * cand, axis=1),
+    }
+
+
+def agreement_summary(batches: list[dict], classification: bool = True) -> dict:
+    """``agreement_metrics`` from the ``agreement_parts`` of consecutive batches (the same
+    numbers as on the whole outputs)."""
+    joined = {
+        key: np.concatenate([part[key] for part in batches])
+        for key in batches[0]
+        if key != "max_abs_diff"
+    }
+    over = "sample"
+    if "base_values" in joined:
+        base, cand = joined["base_values"].reshape(1, -1), joined["cand_values"].reshape(1, -1)
+        base_norm, cand_norm = np.linalg.norm(base, axis=1), np.linalg.norm(cand, axis=1)
+        dots, over = np.sum(base * cand, axis=1), "samples"
+    else:
+        base_norm, cand_norm, dots = joined["base_norm"], joined["cand_norm"], joined["dots"]
     norms = base_norm * cand_norm
-    dots = np.sum(base * cand, axis=1)
     # Both all-zero: identical (1); one all-zero: 0; NaN/Inf stays NaN, never a perfect score.
     same_zero = ((base_norm == 0) & (cand_norm == 0)).astype(np.float64)
     cosine = np.divide(dots, norms, out=same_zero, where=(norms > 0) | np.isnan(norms))
+    diffs = [part["max_abs_diff"] for part in batches if part["max_abs_diff"] is not None]
     return {
         "top1_agreement": (
-            float(np.mean(predictions(baseline) == predictions(candidate)))
-            if classification
-            else None
+            float(np.mean(joined["base_pred"] == joined["cand_pred"])) if classification else None
         ),
         "cosine_mean": float(cosine.mean()),
         "cosine_min": float(cosine.min()),
         # standard error of cosine_mean over the samples (0 for one vector): search bounds use it
         "cosine_se": float(cosine.std() / np.sqrt(len(cosine))),
-        "max_abs_diff": float(np.max(np.abs(base - cand))) if base.size else 0.0,
+        "max_abs_diff": float(np.max(diffs)) if diffs else 0.0,
         "cosine_over": over,
     }
 

@@ -7,7 +7,7 @@ report can say exactly how its numbers were measured.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +17,11 @@ from onnxprune.data import Dataset
 from onnxprune.errors import InputError, first_line
 
 __all__ = [
+    "check_parts",
     "create_session",
     "fixed_batch",
     "pinned_batch",
+    "run_batches",
     "run_dataset",
     "run_feed",
     "tensor_outputs",
@@ -58,9 +60,24 @@ def run_dataset(
 ) -> dict[str, np.ndarray]:
     """Run every sample (or the first ``limit``) through ``session``; outputs are concatenated
     along the sample axis."""
-    batch_size = fixed_batch(session) or batch_size
     names = tensor_outputs(session)
     pieces: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for _, results in run_batches(session, dataset, batch_size, limit):
+        for name in names:
+            pieces[name].append(results[name])
+    return {name: _concatenate(name, parts) for name, parts in pieces.items()}
+
+
+def run_batches(
+    session: ort.InferenceSession,
+    dataset: Dataset,
+    batch_size: int = 64,
+    limit: int | None = None,
+) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """``(first sample, {tensor output: values})`` for each batch, in order (the session's
+    fixed batch size if it has one), so a caller can use each batch and let it go."""
+    batch_size = fixed_batch(session) or batch_size
+    names = tensor_outputs(session)
     total = dataset.samples if limit is None else min(limit, dataset.samples)
     for start in range(0, total, batch_size):
         feed = dataset.slice(start, start + batch_size)
@@ -74,9 +91,7 @@ def run_dataset(
                 else ""
             )
             raise InputError(f"onnxruntime failed on samples {start}+: {message}{hint}") from error
-        for name, result in zip(names, results, strict=True):
-            pieces[name].append(np.asarray(result))
-    return {name: _concatenate(name, parts) for name, parts in pieces.items()}
+        yield start, {name: np.asarray(r) for name, r in zip(names, results, strict=True)}
 
 
 def run_feed(
@@ -97,6 +112,13 @@ def tensor_outputs(session: ort.InferenceSession) -> list[str]:
 
 
 def _concatenate(name: str, parts: list[np.ndarray]) -> np.ndarray:
+    check_parts(name, parts)
+    return np.concatenate(parts, axis=0)
+
+
+def check_parts(name: str, parts: list[np.ndarray]) -> None:
+    """Refuse batches of output ``name`` that cannot be lined up per sample (none, 0-d, or
+    with different shapes past the sample axis)."""
     if not parts:
         raise InputError(f"no samples reached output '{name}' (the data has none)")
     if any(part.ndim == 0 for part in parts):
@@ -107,4 +129,3 @@ def _concatenate(name: str, parts: list[np.ndarray]) -> np.ndarray:
             f"output '{name}' changes shape between batches ({', '.join(shapes[:3])}): its "
             "values cannot be lined up per sample (try --batch-size 1, or give --data)"
         )
-    return np.concatenate(parts, axis=0)

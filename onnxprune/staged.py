@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import mmap
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from onnxprune.runtime import run_feed
 
 __all__ = [
     "SLICE_BYTES",
+    "OnBatch",
     "Slice",
     "feed_of",
     "forget",
@@ -44,6 +46,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+OnBatch = Callable[[str, int, np.ndarray], None]  # (output name, first sample, values)
 SLICE_BYTES = 256 << 20  # initializer bytes per slice when a big model is run whole
 
 
@@ -212,11 +215,21 @@ def slice_session(
 
 
 def outputs_in_slices(
-    model: ir.Model, dataset: Dataset, batch: int, names: list[str], folder: Path, threads: int = 0
+    model: ir.Model,
+    dataset: Dataset,
+    batch: int,
+    names: list[str],
+    folder: Path,
+    threads: int = 0,
+    on_batch: OnBatch | None = None,
 ) -> dict[str, np.ndarray] | None:
     """The graph outputs ``names`` over every sample, the model run a slice of at most
     ``SLICE_BYTES`` of weights at a time (batches of ``batch``, concatenated along axis 0 as
-    ``runtime.run_dataset`` does); None when the graph cannot be sliced."""
+    ``runtime.run_dataset`` does); None when the graph cannot be sliced.
+
+    With ``on_batch``, each batch of each output is handed to ``on_batch(name, start,
+    values)`` as soon as its slice has run, in sample order per output, and not kept (the
+    result is then empty)."""
     slices = plan_slices(model, SLICE_BYTES)
     produced = {out.name for node in model.graph for out in node.outputs}
     if slices is None or not set(names) <= produced:
@@ -235,9 +248,14 @@ def outputs_in_slices(
             results = dict(zip(fetch, ran, strict=True))
             feed.update((name, results[name]) for name in piece.outputs)
             for name in wanted:
-                pieces[name].append(results[name])
+                if on_batch is None:
+                    pieces[name].append(results[name])
+                else:
+                    on_batch(name, index * batch, results[name])
         del session
         forget(live, slices, number)
+    if on_batch is not None:
+        return {}
     return {name: np.concatenate(parts, axis=0) for name, parts in pieces.items()}
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from onnxprune.errors import InputError
 
-__all__ = ["TASKS", "Task", "resolve_task"]
+__all__ = ["TASKS", "Task", "probability_rows", "resolve_task"]
 
 TASKS = ("classification", "embedding", "regression", "detection")
 
@@ -50,7 +50,8 @@ class Task:
         return {"task": self.name, "evidence": self.evidence}
 
 
-def _probability_rows(output: np.ndarray) -> bool:
+def probability_rows(output: np.ndarray) -> bool:
+    """Whether every row (last axis) of a float output is non-negative and sums to 1."""
     if output.dtype.kind != "f" or output.ndim < 2 or output.shape[-1] < 2 or not output.size:
         return False
     rows = output.reshape(-1, output.shape[-1]).astype(np.float64)
@@ -73,7 +74,7 @@ def resolve_task(
         return Task("classification", "the data has labels")
     if output.dtype.kind in "iub":
         return Task("classification", "the output holds integers (class ids)")
-    if _probability_rows(output):
+    if probability_rows(output):
         return Task("classification", "the output rows are probabilities")
     for task, pattern in _NAMED:
         if pattern.search(output_name):

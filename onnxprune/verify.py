@@ -11,9 +11,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from onnxprune.batching import DEFAULT_BATCH_SIZE, evaluation_batch
+from onnxprune.comparison import OutputComparison
 from onnxprune.data import Dataset, index_bounds, input_specs, load_dataset, synthetic_dataset
 from onnxprune.errors import InputError
 from onnxprune.fairness import fairness_metrics
@@ -30,22 +29,20 @@ from onnxprune.latency import measure_latency
 from onnxprune.metrics import (
     ECE_METHOD,
     accuracy,
-    agreement_metrics,
     check_labels,
     output_classes,
-    predictions,
 )
-from onnxprune.model_io import model_files
 from onnxprune.normalize import InputShapes, load_normalized
 from onnxprune.report import build_report
-from onnxprune.runtime import create_session, fixed_batch, run_dataset, tensor_outputs
+from onnxprune.runtime import create_session, fixed_batch, run_batches, run_dataset, tensor_outputs
 from onnxprune.sizes import model_size
 from onnxprune.tasks import Task, resolve_task
 from onnxprune.verify_in_turn import (
     TOGETHER_BYTES,
+    compare_with,
     described,
     files_bytes,
-    first_batch,
+    files_of,
     outputs_of,
 )
 
@@ -115,11 +112,20 @@ def prepare_verification(
     default_budget: bool = False,
 ) -> tuple[Gates, Dataset]:
     """The gates (all off when None; with ``default_budget`` and no gate, ``default_gates``)
-    and the verification data, checked against each other before anything is written."""
+    and the verification data, checked against each other before anything is written.
+
+    The baseline's task (``baseline_task``, which runs its first batch) is found only when
+    something depends on it (gates, labels) or the model is small."""
     gates = gates or Gates()
     options.groups.validate()
     dataset = prepare_dataset(model_path, options)
     crossed_attributes(options.groups.cross, list(dataset.groups))
+    needs_task = gates.active or default_budget or dataset.labels is not None
+    if not needs_task and files_bytes(model_path) > TOGETHER_BYTES:
+        # Nothing to check the task against, and running a big model is costly: only the
+        # scored output is checked here; verify_models finds the task on every sample.
+        _scored_output(described(model_path, options.threads), options)
+        return gates, dataset
     task = baseline_task(model_path, options, dataset)
     if default_budget and not gates.active:
         gates = default_gates(task)
@@ -151,13 +157,17 @@ def _scored_output(session, options: VerifyOptions) -> str:
 
 
 def baseline_task(model_path: str | os.PathLike, options: VerifyOptions, dataset: Dataset) -> Task:
-    """The scored output's task, from the baseline's outputs on the first batch; labels are
-    checked against the output's classes (``metrics.check_labels``)."""
+    """The scored output's task, from the baseline's outputs on the first batch (the first
+    sample of a model above ``TOGETHER_BYTES`` when no batch size is given); labels are checked
+    against the output's classes (``metrics.check_labels``)."""
     batch = options.batch_size or DEFAULT_BATCH_SIZE
     if files_bytes(model_path) > TOGETHER_BYTES:  # a slice at a time, as in verify_models
+        # One sample (or one batch of the given size): running a big model is costly. The
+        # outputs are held, and verify_models does not run these samples again at that batch.
+        batch = options.batch_size or 1
         session = described(model_path, options.threads)
         scored = _scored_output(session, options)
-        first = outputs_of(model_path, session, first_batch(dataset, batch), batch, options.threads)
+        first = outputs_of(model_path, session, dataset, batch, options.threads, limit=batch)
     else:
         session = create_session(model_path, options.threads)
         scored = _scored_output(session, options)
@@ -180,30 +190,37 @@ def _group_settings(groups: GroupOptions) -> dict:
 
 
 def _quality(
-    base_out: np.ndarray,
-    cand_out: np.ndarray,
+    comparison: OutputComparison,
     dataset: Dataset,
     task: Task,
     scored: str,
     groups: GroupOptions,
 ) -> dict:
-    quality = agreement_metrics(base_out, cand_out, classification=task.classification)
+    quality = comparison.agreement(task.classification)
     if not task.classification:
         quality["groups"] = {}
         return quality
-    base_pred, cand_pred = predictions(base_out), predictions(cand_out)
+    base_pred, cand_pred = comparison.predictions()
+    classes = output_classes(comparison.example)
     if dataset.labels is not None:
         if dataset.labels.shape != base_pred.shape:
             raise InputError(
                 f"'label' has shape {dataset.labels.shape}, but the scored output gives "
                 f"predictions of shape {base_pred.shape}"
             )
-        check_labels(dataset.labels, output_classes(base_out), scored)
+        check_labels(dataset.labels, classes, scored)
         before, after = accuracy(base_pred, dataset.labels), accuracy(cand_pred, dataset.labels)
         quality.update(accuracy_before=before, accuracy_after=after, accuracy_drop=before - after)
     if dataset.groups:
         quality["group_settings"] = _group_settings(groups)
-    quality["groups"] = fairness_metrics(dataset.groups, dataset.labels, base_out, cand_out, groups)
+        base_out, cand_out = comparison.scored_values()
+        quality["groups"] = fairness_metrics(
+            dataset.groups, dataset.labels, base_out, cand_out, groups
+        )
+    else:  # what fairness_metrics checks and returns without groups
+        groups.validate()
+        crossed_attributes(groups.cross, [])
+        quality["groups"] = {}
     return quality
 
 
@@ -214,16 +231,6 @@ def _batch_record(batch: int, reason: str, *sessions) -> dict:
     if fixed:
         return {"quality": fixed.pop(), "reason": "the model's fixed batch size"}
     return {"quality": batch, "reason": reason}
-
-
-def _finite(output: np.ndarray) -> bool:
-    return bool(output.dtype.kind not in "fc" or np.isfinite(output).all())
-
-
-def _max_abs_diff(baseline: np.ndarray, candidate: np.ndarray) -> float:
-    if not baseline.size:
-        return 0.0  # an empty output: nothing differs
-    return float(np.max(np.abs(baseline.astype(np.float64) - candidate)))
 
 
 def verify_models(
@@ -250,16 +257,24 @@ def verify_models(
     batch, reason = evaluation_batch(
         options.batch_size, {"baseline": baseline, "candidate": candidate}
     )
+    comparison = OutputComparison(output_names, scored, keep_scored=bool(dataset.groups))
     if in_turn:  # one model at a time, each a slice at a time
         base_outputs = outputs_of(baseline, base_session, dataset, batch, options.threads)
-        cand_outputs = outputs_of(candidate, cand_session, dataset, batch, options.threads)
+        compare_with(
+            base_outputs, candidate, cand_session, dataset, batch, options.threads, comparison
+        )
     else:
-        base_outputs = run_dataset(base_session, dataset, batch)
-        cand_outputs = run_dataset(cand_session, dataset, batch)
-    task = resolve_task(options.task, scored, base_outputs[scored], dataset.labels is not None)
-    quality = _quality(
-        base_outputs[scored], cand_outputs[scored], dataset, task, scored, options.groups
-    )
+        pairs = zip(
+            run_batches(base_session, dataset, batch),
+            run_batches(cand_session, dataset, batch),
+            strict=True,
+        )
+        for (_, base), (_, cand) in pairs:
+            for name in output_names:
+                comparison.add(name, base[name], cand[name])
+    comparison.check()
+    task = comparison.task(options.task, dataset.labels is not None)
+    quality = _quality(comparison, dataset, task, scored, options.groups)
     result: dict = {
         "data": {
             "source": dataset.source,
@@ -272,16 +287,11 @@ def verify_models(
         "task": task.to_dict(),
         "batch_size": _batch_record(batch, reason, base_session, cand_session),
         "quality": quality,
-        "finite_outputs": {
-            "baseline": _finite(base_outputs[scored]),
-            "candidate": _finite(cand_outputs[scored]),
-        },
-        "max_abs_diff_per_output": {
-            name: _max_abs_diff(base_outputs[name], cand_outputs[name]) for name in output_names
-        },
+        "finite_outputs": comparison.finite(),
+        "max_abs_diff_per_output": {name: comparison.max_abs_diff(name) for name in output_names},
         "size": {
-            "baseline": model_size(model_files(baseline)),
-            "candidate": model_size(model_files(candidate)),
+            "baseline": model_size(files_of(baseline)),
+            "candidate": model_size(files_of(candidate)),
         },
     }
     if options.latency_runs > 0 and in_turn:

@@ -15,8 +15,11 @@ from conftest import FIXTURE_MODELS
 import onnxprune.sizes as sizes
 import onnxprune.staged as staged
 import onnxprune.verify as verify
+import onnxprune.verify_in_turn as verify_in_turn
 from onnxprune import PruneOptions, VerifyOptions, prune_file
 from onnxprune.data import input_specs, load_dataset
+from onnxprune.errors import InputError
+from onnxprune.metrics import agreement_metrics
 from onnxprune.model_io import load_model
 from onnxprune.runtime import create_session, run_dataset
 from onnxprune.verify import verify_models
@@ -111,3 +114,72 @@ def test_big_files_compressed_size_is_sampled(tmp_path: Path, monkeypatch: pytes
     assert estimated["compressed_bytes_estimated"] == "from 4 chunks of 1 MiB per file"
     assert estimated["compressed_bytes"] == pytest.approx(exact, rel=0.02)
     assert estimated["compressed_bytes"] != exact
+
+
+def _slice_runs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bool]]:
+    """Record (samples, streamed) for every sliced run: streamed runs hand each batch on."""
+    runs: list[tuple[int, bool]] = []
+    original = staged.outputs_in_slices
+
+    def recording(model, dataset, *args, **kwargs):
+        streamed = kwargs.get("on_batch", args[4] if len(args) > 4 else None) is not None
+        runs.append((dataset.samples, streamed))
+        return original(model, dataset, *args, **kwargs)
+
+    monkeypatch.setattr(verify_in_turn, "outputs_in_slices", recording)
+    monkeypatch.setattr(verify, "TOGETHER_BYTES", 0)
+    return runs
+
+
+def test_a_big_baseline_runs_each_sample_once(
+    pruned: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, data = FIXTURE_MODELS["digits_cnn"]
+    runs = _slice_runs(monkeypatch)
+    options = VerifyOptions(data=data, batch_size=16, latency_runs=0)
+    _, dataset = verify.prepare_verification(model, options, None)
+    assert runs == [(16, False)]  # the task is found on the first batch only
+    first = verify_models(model, pruned, options, dataset)
+    second = verify_models(model, pruned, options, dataset)
+    samples = dataset.samples
+    # the baseline runs the samples after its first batch, once; the candidate twice, streamed
+    assert runs == [(16, False), (samples - 16, False), (samples, True), (samples, True)]
+    assert first == second
+    default = VerifyOptions(data=data, latency_runs=0)
+    assert verify.baseline_task(model, default, dataset).classification
+    assert runs[-1] == (1, False)  # without a batch size: one sample
+
+
+def test_streamed_in_turn_verification_equals_the_held_outputs(
+    pruned: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    model, data = FIXTURE_MODELS["digits_cnn"]
+    monkeypatch.setattr(staged, "SLICE_BYTES", 1)
+    options = VerifyOptions(data=data, batch_size=16, latency_runs=0)
+    dataset = load_dataset(data, input_specs(load_model(model)))
+    runs = _slice_runs(monkeypatch)
+    streamed = verify_models(model, pruned, options, dataset)
+    meta = verify_in_turn.described(pruned)
+    base = verify_in_turn.outputs_of(model, meta, dataset, 16)
+    cand = staged.outputs_in_slices(load_model(pruned), dataset, 16, ["logits"], tmp_path, 0)
+    samples = dataset.samples
+    assert runs == [(samples, False), (samples, True)]  # the baseline's outputs were held
+    quality = streamed["quality"]
+    expected = agreement_metrics(base["logits"], cand["logits"])
+    assert {k: quality[k] for k in expected} == expected
+    diff = float(np.max(np.abs(base["logits"].astype(np.float64) - cand["logits"])))
+    assert streamed["max_abs_diff_per_output"]["logits"] == diff
+
+
+def test_a_big_model_is_not_run_before_the_work_when_nothing_needs_its_task(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = FIXTURE_MODELS["digits_cnn"][0]
+    runs = _slice_runs(monkeypatch)
+    synthetic = VerifyOptions(latency_runs=0)  # no labels, no gates
+    _, dataset = verify.prepare_verification(model, synthetic, None)
+    assert dataset.synthetic and runs == []
+    with pytest.raises(InputError, match="no model output named 'nope'"):
+        verify.prepare_verification(model, VerifyOptions(output="nope"), None)
+    verify.prepare_verification(model, synthetic, verify.Gates(min_cosine=0.9))
+    assert runs == [(1, False)]  # a gate needs the task: the first sample is run

@@ -1,0 +1,105 @@
+"""Two models' outputs compared batch by batch, without holding either model's outputs.
+
+``OutputComparison.add`` takes one batch of one output from both models and keeps only what
+the verification's numbers need: per output, the largest absolute difference, whether the
+values are finite and the batch shapes (as ``runtime.check_parts`` checks them); of the scored
+output, per sample, the predictions, norms and dot products (``metrics.agreement_parts``), and
+the evidence for its task. The raw scored outputs are kept only when per-group metrics need
+them (their probabilities and calibration error). Every number equals the one computed on the
+concatenated outputs (the metrics reduce per sample, then over the samples kept in order).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onnxprune.metrics import agreement_parts, agreement_summary
+from onnxprune.runtime import check_parts
+from onnxprune.tasks import Task, probability_rows, resolve_task
+
+__all__ = ["OutputComparison"]
+
+
+def _shape_stub(values: np.ndarray) -> np.ndarray:
+    """An array of ``values``'s shape and dtype that holds no memory (for ``check_parts``)."""
+    return np.broadcast_to(np.zeros((), values.dtype), values.shape)
+
+
+class OutputComparison:
+    """What the verification needs of two models' outputs, gathered batch by batch.
+
+    Args:
+        names: the tensor outputs compared.
+        scored: the output the quality metrics score.
+        keep_scored: keep the scored output's values of both models (per-group metrics).
+    """
+
+    def __init__(self, names: list[str], scored: str, keep_scored: bool = False) -> None:
+        self.names, self.scored, self.keep_scored = list(names), scored, keep_scored
+        self._stubs: dict[str, list[np.ndarray]] = {name: [] for name in names}
+        self._diffs: dict[str, list[float]] = {name: [] for name in names}
+        self._parts: list[dict] = []
+        self._kept: tuple[list, list] = ([], [])
+        self._finite = [True, True]
+        self._example: np.ndarray | None = None  # decides the task (see ``task``)
+        self._probabilities = True
+
+    def add(self, name: str, baseline: np.ndarray, candidate: np.ndarray) -> None:
+        """One batch of output ``name`` from both models (batches in sample order)."""
+        stubs = self._stubs[name]
+        stubs.append(_shape_stub(baseline))
+        if baseline.ndim == 0 or stubs[-1].shape[1:] != stubs[0].shape[1:]:
+            check_parts(name, stubs)
+        if baseline.size:
+            self._diffs[name].append(np.max(np.abs(baseline.astype(np.float64) - candidate)))
+        if name != self.scored:
+            return
+        self._parts.append(agreement_parts(baseline, candidate))
+        for side, values in enumerate((baseline, candidate)):
+            self._finite[side] &= bool(values.dtype.kind not in "fc" or np.isfinite(values).all())
+            if self.keep_scored:
+                self._kept[side].append(values)
+        rows = probability_rows(baseline)
+        if self._example is None or (self._probabilities and not rows):
+            self._example = baseline  # the first batch, or the first whose rows are not
+        self._probabilities &= rows
+
+    def check(self) -> None:
+        """Refuse outputs no sample reached (``runtime.check_parts``)."""
+        for name in self.names:
+            check_parts(name, self._stubs[name])
+
+    def task(self, declared: str | None, has_labels: bool) -> Task:
+        """The scored output's task, as ``tasks.resolve_task`` gives it on all its rows: the
+        rows are probabilities only if every batch's are, so one batch decides."""
+        return resolve_task(declared, self.scored, self._example, has_labels)
+
+    @property
+    def example(self) -> np.ndarray:
+        """One batch of the baseline's scored output (its dtype and shape past the samples)."""
+        return self._example
+
+    def agreement(self, classification: bool) -> dict:
+        """``metrics.agreement_metrics`` of the scored output over all samples."""
+        return agreement_summary(self._parts, classification)
+
+    def predictions(self) -> tuple[np.ndarray, np.ndarray]:
+        """Both models' predictions of the scored output, every sample."""
+        return tuple(
+            np.concatenate([p[key] for p in self._parts]) for key in ("base_pred", "cand_pred")
+        )
+
+    def scored_values(self) -> tuple[np.ndarray, np.ndarray]:
+        """Both models' scored output, every sample (only with ``keep_scored``)."""
+        if not self.keep_scored:
+            raise ValueError("the scored outputs were not kept (keep_scored=False)")
+        return tuple(np.concatenate(kept, axis=0) for kept in self._kept)
+
+    def finite(self) -> dict[str, bool]:
+        """Whether each model's scored output is finite on every sample."""
+        return {"baseline": self._finite[0], "candidate": self._finite[1]}
+
+    def max_abs_diff(self, name: str) -> float:
+        """The largest absolute difference of output ``name`` (0 for an empty output)."""
+        diffs = self._diffs[name]
+        return float(np.max(diffs)) if diffs else 0.0
