@@ -41,6 +41,9 @@ COMMANDS = {  # argument strings, split on spaces
     f"{_DATA} --reconstruct --json",
     "quantize_dynamic": "quantize {model} -o {out} --mode dynamic --data {data} --json",
     "quantize_int4": "quantize {model} -o {out} --mode int4 --data {data} --json",
+    # without --data: the issue's row, beside onnxruntime's quantizers (synthetic-input check)
+    "quantize_dynamic_nodata": "quantize {model} -o {out} --mode dynamic --json",
+    "quantize_int4_nodata": "quantize {model} -o {out} --mode int4 --json",
     "compress": "compress {model} -o {out} --target-sparsity 0.5 --data {data} --json",
 }
 
@@ -219,15 +222,22 @@ def measure(size_mb: int, name: str, folder: Path = WORK, repo: Path = HERE.pare
 
 
 def _stage_seconds(stdout: str) -> dict:
-    """The quantization step's own seconds from a JSON report (the rest is verification)."""
+    """The quantization step's own seconds and the verification samples from a JSON report."""
     try:
         report = json.loads(stdout)
     except ValueError:
         return {}
-    seconds = (
-        (report.get("quantization") or {}).get("seconds") if isinstance(report, dict) else None
-    )
-    return {} if seconds is None else {"quantize_step_seconds": seconds}
+    if not isinstance(report, dict):
+        return {}
+    row = {}
+    seconds = (report.get("quantization") or {}).get("seconds")
+    if seconds is not None:
+        row["quantize_step_seconds"] = seconds
+    data = (report.get("verification") or {}).get("data") or {}
+    if "samples" in data:
+        row["verify_samples"] = data["samples"]
+        row["verify_synthetic"] = data.get("synthetic")
+    return row
 
 
 def table(before: Path, after: Path) -> str:
