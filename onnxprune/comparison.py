@@ -4,7 +4,8 @@
 the verification's numbers need: per output, the largest absolute difference, whether the
 values are finite and the batch shapes (as ``runtime.check_parts`` checks them); of the scored
 output, per sample, the predictions, norms and dot products (``metrics.agreement_parts``), and
-the evidence for its task. The raw scored outputs are kept only when per-group metrics need
+the evidence for its task; ``quality`` turns them into the verification's quality section.
+The raw scored outputs are kept only when per-group metrics need
 them (their probabilities and calibration error). Every number equals the one computed on the
 concatenated outputs (the metrics reduce per sample, then over the samples kept in order).
 """
@@ -13,11 +14,33 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxprune.metrics import agreement_parts, agreement_summary
+from onnxprune.data import Dataset
+from onnxprune.errors import InputError
+from onnxprune.fairness import fairness_metrics
+from onnxprune.groups import GroupOptions, crossed_attributes
+from onnxprune.metrics import (
+    ECE_METHOD,
+    accuracy,
+    agreement_parts,
+    agreement_summary,
+    check_labels,
+    output_classes,
+)
 from onnxprune.runtime import check_parts
 from onnxprune.tasks import Task, probability_rows, resolve_task
 
 __all__ = ["OutputComparison"]
+
+
+def _group_settings(groups: GroupOptions) -> dict:
+    return {
+        "min_group_size": groups.min_group_size,
+        "cross": list(groups.cross),
+        "bootstrap_resamples": groups.bootstrap,
+        "bootstrap_seed": groups.seed,
+        "interval": "paired bootstrap, 95% percentile interval of each group's accuracy drop",
+        "calibration_error": ECE_METHOD,
+    }
 
 
 def _shape_stub(values: np.ndarray) -> np.ndarray:
@@ -103,3 +126,33 @@ class OutputComparison:
         """The largest absolute difference of output ``name`` (0 for an empty output)."""
         diffs = self._diffs[name]
         return float(np.max(diffs)) if diffs else 0.0
+
+    def quality(self, dataset: Dataset, task: Task, groups: GroupOptions) -> dict:
+        """The verification's quality section: agreement, and for a classifier accuracy
+        against the labels and per-group metrics (``fairness.fairness_metrics``)."""
+        quality = self.agreement(task.classification)
+        if not task.classification:
+            quality["groups"] = {}
+            return quality
+        base_pred, cand_pred = self.predictions()
+        labels = dataset.labels
+        if labels is not None:
+            if labels.shape != base_pred.shape:
+                raise InputError(
+                    f"'label' has shape {labels.shape}, but the scored output gives "
+                    f"predictions of shape {base_pred.shape}"
+                )
+            check_labels(labels, output_classes(self.example), self.scored)
+            before, after = accuracy(base_pred, labels), accuracy(cand_pred, labels)
+            quality.update(
+                accuracy_before=before, accuracy_after=after, accuracy_drop=before - after
+            )
+        if dataset.groups:
+            quality["group_settings"] = _group_settings(groups)
+            base_out, cand_out = self.scored_values()
+            quality["groups"] = fairness_metrics(dataset.groups, labels, base_out, cand_out, groups)
+        else:  # what fairness_metrics checks and returns without groups
+            groups.validate()
+            crossed_attributes(groups.cross, [])
+            quality["groups"] = {}
+        return quality

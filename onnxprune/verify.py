@@ -9,13 +9,12 @@ agreement with the baseline (top-1, cosine, max abs difference), per-group metri
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from onnxprune.batching import DEFAULT_BATCH_SIZE, evaluation_batch
 from onnxprune.comparison import OutputComparison
 from onnxprune.data import Dataset, index_bounds, input_specs, load_dataset, synthetic_dataset
 from onnxprune.errors import InputError
-from onnxprune.fairness import fairness_metrics
 from onnxprune.gates import (
     DEFAULT_BUDGET,
     GATE_TOLERANCE,
@@ -27,8 +26,6 @@ from onnxprune.gates import (
 from onnxprune.groups import GroupOptions, crossed_attributes
 from onnxprune.latency import measure_latency
 from onnxprune.metrics import (
-    ECE_METHOD,
-    accuracy,
     check_labels,
     output_classes,
 )
@@ -47,8 +44,10 @@ from onnxprune.verify_in_turn import (
 )
 
 __all__ = [
+    "BIG_SYNTHETIC_SAMPLES",
     "DEFAULT_BUDGET",
     "GATE_TOLERANCE",
+    "SYNTHETIC_SAMPLES",
     "Gates",
     "GroupOptions",
     "VerifyOptions",
@@ -57,9 +56,14 @@ __all__ = [
     "evaluate_gates",
     "gate_result",
     "prepare_verification",
+    "synthetic_samples_for",
     "verified_report",
     "verify_models",
 ]
+
+
+SYNTHETIC_SAMPLES = 32
+BIG_SYNTHETIC_SAMPLES = 4
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ class VerifyOptions:
     latency_runs: int = 50
     latency_warmup: int = 5
     latency_batch: int = 1
-    synthetic_samples: int = 32
+    synthetic_samples: int | None = None  # None: ``synthetic_samples_for`` chooses
     task: str | None = None
     input_shapes: InputShapes | None = None
     groups: GroupOptions = field(default_factory=GroupOptions)
@@ -138,8 +142,26 @@ def prepare_dataset(model_path: str | os.PathLike, options: VerifyOptions) -> Da
     model = load_normalized(model_path, options.input_shapes, infer_shapes=False)
     specs = input_specs(model)
     if options.data is None:
-        return synthetic_dataset(specs, options.synthetic_samples, bounds=index_bounds(model))
+        samples, why = synthetic_samples_for(model_path, options)
+        dataset = synthetic_dataset(specs, samples, bounds=index_bounds(model))
+        return replace(dataset, source=f"{dataset.source}, {why}") if why else dataset
     return load_dataset(options.data, specs)
+
+
+def synthetic_samples_for(model_path: str | os.PathLike, options: VerifyOptions) -> tuple:
+    """How many synthetic samples to verify on, and why when it is not the usual default:
+    ``options.synthetic_samples`` when given, else ``SYNTHETIC_SAMPLES``, or
+    ``BIG_SYNTHETIC_SAMPLES`` for a model above ``TOGETHER_BYTES`` (run a slice at a time,
+    each sample through all its weights twice: a check that the result runs and agrees,
+    proportionate to the cost of the command)."""
+    if options.synthetic_samples is not None:
+        return options.synthetic_samples, ""
+    if files_bytes(model_path) > TOGETHER_BYTES:
+        return BIG_SYNTHETIC_SAMPLES, (
+            f"{BIG_SYNTHETIC_SAMPLES} by default for a model over {TOGETHER_BYTES >> 20} MB "
+            "(more with --synthetic-samples, or give --data)"
+        )
+    return SYNTHETIC_SAMPLES, ""
 
 
 def _scored_output(session, options: VerifyOptions) -> str:
@@ -176,52 +198,6 @@ def baseline_task(model_path: str | os.PathLike, options: VerifyOptions, dataset
     if task.classification:
         check_labels(dataset.labels, output_classes(first[scored]), scored)
     return task
-
-
-def _group_settings(groups: GroupOptions) -> dict:
-    return {
-        "min_group_size": groups.min_group_size,
-        "cross": list(groups.cross),
-        "bootstrap_resamples": groups.bootstrap,
-        "bootstrap_seed": groups.seed,
-        "interval": "paired bootstrap, 95% percentile interval of each group's accuracy drop",
-        "calibration_error": ECE_METHOD,
-    }
-
-
-def _quality(
-    comparison: OutputComparison,
-    dataset: Dataset,
-    task: Task,
-    scored: str,
-    groups: GroupOptions,
-) -> dict:
-    quality = comparison.agreement(task.classification)
-    if not task.classification:
-        quality["groups"] = {}
-        return quality
-    base_pred, cand_pred = comparison.predictions()
-    classes = output_classes(comparison.example)
-    if dataset.labels is not None:
-        if dataset.labels.shape != base_pred.shape:
-            raise InputError(
-                f"'label' has shape {dataset.labels.shape}, but the scored output gives "
-                f"predictions of shape {base_pred.shape}"
-            )
-        check_labels(dataset.labels, classes, scored)
-        before, after = accuracy(base_pred, dataset.labels), accuracy(cand_pred, dataset.labels)
-        quality.update(accuracy_before=before, accuracy_after=after, accuracy_drop=before - after)
-    if dataset.groups:
-        quality["group_settings"] = _group_settings(groups)
-        base_out, cand_out = comparison.scored_values()
-        quality["groups"] = fairness_metrics(
-            dataset.groups, dataset.labels, base_out, cand_out, groups
-        )
-    else:  # what fairness_metrics checks and returns without groups
-        groups.validate()
-        crossed_attributes(groups.cross, [])
-        quality["groups"] = {}
-    return quality
 
 
 def _batch_record(batch: int, reason: str, *sessions) -> dict:
@@ -274,7 +250,7 @@ def verify_models(
                 comparison.add(name, base[name], cand[name])
     comparison.check()
     task = comparison.task(options.task, dataset.labels is not None)
-    quality = _quality(comparison, dataset, task, scored, options.groups)
+    quality = comparison.quality(dataset, task, options.groups)
     result: dict = {
         "data": {
             "source": dataset.source,

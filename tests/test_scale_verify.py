@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import sys
 import weakref
 import zlib
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FIXTURE_MODELS
+from conftest import FIXTURE_MODELS, run_cli
 
 import onnxprune.sizes as sizes
 import onnxprune.staged as staged
@@ -183,3 +184,29 @@ def test_a_big_model_is_not_run_before_the_work_when_nothing_needs_its_task(
         verify.prepare_verification(model, VerifyOptions(output="nope"), None)
     verify.prepare_verification(model, synthetic, verify.Gates(min_cosine=0.9))
     assert runs == [(1, False)]  # a gate needs the task: the first sample is run
+
+
+def test_a_big_model_without_data_is_checked_on_fewer_synthetic_samples_and_says_so(
+    pruned: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = FIXTURE_MODELS["digits_cnn"][0]
+    small = verify.prepare_dataset(model, VerifyOptions())
+    assert small.samples == verify.SYNTHETIC_SAMPLES and "by default" not in small.source
+    monkeypatch.setattr(verify, "TOGETHER_BYTES", 0)
+    big = verify.prepare_dataset(model, VerifyOptions())
+    assert big.samples == verify.BIG_SYNTHETIC_SAMPLES < verify.SYNTHETIC_SAMPLES
+    assert "4 by default for a model over 0 MB (more with --synthetic-samples" in big.source
+    given = verify.prepare_dataset(model, VerifyOptions(synthetic_samples=7))
+    assert given.samples == 7 and "by default" not in given.source
+    report = verify_models(model, pruned, VerifyOptions(latency_runs=0), big)
+    assert report["data"]["samples"] == 4 and report["data"]["source"] == big.source
+
+
+def test_synthetic_samples_option_reaches_the_report(pruned: Path, tmp_path: Path) -> None:
+    model = FIXTURE_MODELS["digits_cnn"][0]
+    report = tmp_path / "report.json"
+    args = ["verify", model, pruned, "--synthetic-samples", "3", "--latency-runs", "0"]
+    result = run_cli(*args, "--report", report)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(report.read_text())["verification"]["data"]
+    assert data["samples"] == 3 and data["synthetic"]
