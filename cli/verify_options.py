@@ -59,6 +59,12 @@ verify_options = stack(
     ),
     click.option("--latency-batch", type=click.IntRange(min=1), default=1, show_default=True),
     click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True),
+    click.option(
+        "--synthetic-samples",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Without --data: how many synthetic samples (default 32; 4 for a model over 1 GiB).",
+    ),
 )
 
 gate_options = stack(
@@ -153,6 +159,7 @@ def verify_options_from(params: dict[str, Any]) -> VerifyOptions:
         latency_runs=params["latency_runs"],
         latency_warmup=params["warmup"],
         latency_batch=params["latency_batch"],
+        synthetic_samples=params["synthetic_samples"],
         task=params["task"],
         input_shapes=input_shapes_from(params) or None,
         groups=group_options_from(params),
