@@ -109,7 +109,8 @@ def test_symbolic_shape_failure_falls_back(tiny, tmp_path: Path, monkeypatch) ->
 
 @pytest.mark.parametrize("method", ["minmax", "percentile"])
 def test_static_options_reach_the_tool(tiny, tmp_path: Path, method: str) -> None:
-    out, section = _quantize_static(tiny, tmp_path, calibrate_method=method, smooth="0.5")
+    options = {"calibrate_method": method, "smooth": "0.5", "mul_budget": None}
+    out, section = _quantize_static(tiny, tmp_path, **options)
     assert section["calibrate_method"] == method
     assert section["smoothed_tensors"] == 4  # h0 (Q/K/V), context, h1, gelu
     names = {n.name for n in onnx.load(str(out)).graph.node}

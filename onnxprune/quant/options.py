@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from onnxprune.errors import InputError
+from onnxprune.quant.mixed import MUL_BUDGET
 from onnxprune.quant.smooth import AUTO_ALPHAS
 
 __all__ = ["CALIBRATE_METHOD_NAMES", "INT4_ALGORITHMS", "MODES", "QuantizeOptions"]
@@ -29,6 +30,9 @@ class QuantizeOptions:
         calibrate_method: static: how activation ranges are chosen.
         smooth: static: SmoothQuant ``off``, ``auto`` (strength chosen per group of MatMuls by
             simulated int8 error) or a strength in (0, 1) used where it lowers that error.
+        mul_budget: static: SmoothQuant ``Mul``s (scales that cannot be folded into constants)
+            are dropped while the calibration output cosine stays within this of the model with
+            all of them (``onnxprune.quant.mixed``); None keeps every ``Mul``.
         bias_correction: static: put the mean output shift of each int8 layer back in its bias.
         symmetric: int4: symmetric blocks (default asymmetric).
         embeddings: static and int4: also quantize embedding tables (``GatherBlockQuantized``,
@@ -45,6 +49,7 @@ class QuantizeOptions:
     calibration: str | None = None
     calibrate_method: str = "minmax"
     smooth: str = "0.95"
+    mul_budget: float | None = MUL_BUDGET
     bias_correction: bool = True
     symmetric: bool = False
     embeddings: bool = True
@@ -77,6 +82,8 @@ class QuantizeOptions:
                 f"({', '.join(CALIBRATE_METHOD_NAMES)})"
             )
         self.smooth_alphas()
+        if self.mul_budget is not None and not 0.0 <= self.mul_budget < 1.0:
+            raise InputError(f"--mul-budget must be in [0, 1), got {self.mul_budget}")
         if not 0.0 <= self.int8_ratio <= 1.0:
             raise InputError(f"--int8-ratio must be in [0, 1], got {self.int8_ratio}")
         if self.algorithm not in INT4_ALGORITHMS:

@@ -93,11 +93,18 @@ class SmoothQuantPass:
             a ``Mul`` node. None: always a ``Mul``.
         placed: activation tensor -> where its ``1/s`` went (``Mul``, ``LayerNormalization``,
             ``value projection``).
+        muls: False: a group whose scale cannot be folded is left unsmoothed (no ``Mul``); the
+            static quantizer's mixed choice (``onnxprune.quant.mixed``) compares both.
+        unfolded: activation tensors that needed a ``Mul`` (smoothed or not) -> their MatMuls.
+        groups: every activation tensor considered -> its MatMuls.
     """
 
     rows: dict[str, np.ndarray]
     alphas: tuple[float, ...] = (0.5,)
     capture: Capture | None = None
+    muls: bool = True
+    unfolded: dict[str, list[str]] = field(default_factory=dict)
+    groups: dict[str, list[str]] = field(default_factory=dict)
     chosen: dict[str, float] = field(default_factory=dict)
     placed: dict[str, str] = field(default_factory=dict)
 
@@ -107,11 +114,15 @@ class SmoothQuantPass:
         scaled: dict[str, tuple[list[onnx.NodeProto], np.ndarray]] = {}
         for tensor, group in smoothable_groups(model, nodes).items():
             if tensor in self.rows:
+                self.groups[tensor] = [n.name for n in group]
                 weights = [numpy_helper.to_array(constants[n.input[1]]) for n in group]
                 scale = self._best_scale(tensor, weights)
                 if scale is not None:
                     scaled[tensor] = (group, scale)
         folds = self._folds(model, scaled)
+        self.unfolded = {t: [n.name for n in g] for t, (g, _) in scaled.items() if t not in folds}
+        if not self.muls:
+            scaled = {t: value for t, value in scaled.items() if t in folds}
         for tensor, (group, scale) in scaled.items():
             # reads the weights as earlier folds left them (a value fold rescales V's weight)
             scale_weight_rows(model, group, scale, "_smoothed")

@@ -26,6 +26,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
@@ -38,6 +39,7 @@ from onnxprune.quant.bias import BiasCorrectionPass, fake_quant_layers
 from onnxprune.quant.capture import capture_rows
 from onnxprune.quant.embeddings import QuantizeEmbeddingsPass, block_for, embedding_gathers
 from onnxprune.quant.fuse import FuseIntegerMatMulPass
+from onnxprune.quant.mixed import MUL_BUDGET, ChooseSmoothingMulsPass
 from onnxprune.quant.ranges import SetActivationRangesPass, activation_quantizers
 from onnxprune.quant.reader import DatasetReader
 from onnxprune.quant.rules import (
@@ -50,7 +52,13 @@ from onnxprune.quant.rules import (
 from onnxprune.quant.selection import matmul_weights
 from onnxprune.quant.smooth import SmoothQuantPass, smoothable_groups
 
-__all__ = ["CALIBRATE_METHODS", "KeepFloatConsumersPass", "preprocess", "quantize_static_file"]
+__all__ = [
+    "CALIBRATE_METHODS",
+    "KeepFloatConsumersPass",
+    "StaticSettings",
+    "preprocess",
+    "quantize_static_file",
+]
 
 logger = logging.getLogger(__name__)
 CALIBRATE_METHODS = {
@@ -63,6 +71,8 @@ EMBEDDING_BLOCK = 128
 FOLD_CHECK_SAMPLES = 4
 # calibration rows (real tokens) kept per captured tensor for ranges and bias correction
 ROWS = 8192
+# calibration samples on which the Mul choice is measured
+MIX_SAMPLES = 64
 # Ops through which onnxruntime moves int8 tensors unchanged (QDQ propagation).
 _INT8_MOVERS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten")
 
@@ -136,16 +146,73 @@ class KeepFloatConsumersPass:
         return producer.op_type not in int8_out and producer.op_type not in INT8_CARRIER_OPS
 
 
-def _smooth(model: onnx.ModelProto, int8: set[str], data: Dataset, alphas) -> SmoothQuantPass:
+def _smooth(model, int8: set[str], data: Dataset, alphas, muls: bool) -> SmoothQuantPass:
     rows = capture_rows(model, list(smoothable_groups(model, int8)), data)
     probe = Dataset(data.slice(0, FOLD_CHECK_SAMPLES), sample_axes=dict(data.sample_axes))
 
     def capture(candidate: onnx.ModelProto, names: list[str]) -> dict:
         return capture_rows(candidate, names, probe, max_rows=1 << 30)
 
-    smoother = SmoothQuantPass(rows, tuple(alphas), capture)
+    smoother = SmoothQuantPass(rows, tuple(alphas), capture, muls=muls)
     smoother.call(model, int8)
     return smoother
+
+
+@dataclass(frozen=True)
+class StaticSettings:
+    """How :func:`quantize_static_file` quantizes (see its arguments)."""
+
+    per_channel: bool = True
+    method: str = "minmax"
+    smooth_alphas: tuple[float, ...] = ()
+    bias_correction: bool = True
+    external: bool = False
+
+
+@dataclass
+class _Variant:
+    """One quantization of the pre-processed model: the smoothed float model, its quantized
+    form (before embeddings and annotations) and what the passes did."""
+
+    model: onnx.ModelProto
+    quantized: onnx.ModelProto
+    smoother: SmoothQuantPass | None
+    corrector: BiasCorrectionPass
+    summary: dict
+
+
+def _quantize_variant(
+    prepared: Path, target: Path, data: Dataset, int8: set[str], settings: StaticSettings, muls
+) -> _Variant:
+    model = onnx.load(str(prepared))
+    alphas = settings.smooth_alphas
+    smoother = _smooth(model, int8, data, alphas, muls) if alphas else None
+    smoothed_path = target.with_name(target.stem + ".smoothed.onnx")
+    onnx.save(model, str(smoothed_path), save_as_external_data=settings.external)
+    quantize_static(
+        smoothed_path,
+        target,
+        DatasetReader(data),
+        quant_format=QuantFormat.QDQ,
+        per_channel=settings.per_channel,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        nodes_to_quantize=sorted(int8),
+        op_types_to_quantize=sorted({*INT8_OPS, *INT8_CARRIER_OPS}),
+        calibrate_method=CALIBRATE_METHODS[settings.method],
+        use_external_data_format=settings.external,
+        extra_options={"OpTypesToExcludeOutputQuantization": list(OUTPUT_FLOAT_OPS)},
+    )
+    quantized = onnx.load(str(target))
+    rewired = KeepFloatConsumersPass().call(quantized)
+    rows = capture_rows(model, _captured(model, quantized), data, max_rows=ROWS)
+    ranged = SetActivationRangesPass(rows, settings.method).call(quantized)
+    corrector = _bias_corrector(model, quantized, rows, settings.bias_correction)
+    corrected = corrector.call(quantized)
+    fused = FuseIntegerMatMulPass().call(quantized)
+    summary = {"float_consumers_rewired": rewired, "ranges_from_real_tokens": ranged}
+    summary |= {"bias_corrected_layers": corrected, "fused_matmuls": fused}
+    return _Variant(model, quantized, smoother, corrector, summary)
 
 
 def quantize_static_file(
@@ -159,50 +226,94 @@ def quantize_static_file(
     bias_correction: bool = True,
     embeddings: bool = True,
     external: bool = False,
+    mul_budget: float | None = MUL_BUDGET,
 ) -> tuple[list[LayerDecision], dict]:
     """Quantize the pre-processed model at ``prepared`` into ``target``.
+
+    ``mul_budget``: SmoothQuant ``Mul``s (scales that cannot be folded) are kept only where
+    dropping them costs more output cosine on the calibration data than this
+    (``onnxprune.quant.mixed``); None keeps every ``Mul``.
 
     Returns:
         The per-node plan and a summary (smoothed tensors, rewired consumers).
     """
-    model = onnx.load(str(prepared))
-    plan = static_plan(model, excluded)
+    settings = StaticSettings(per_channel, method, tuple(smooth_alphas), bias_correction, external)
+    plan = static_plan(onnx.load(str(prepared), load_external_data=False), excluded)
     int8 = {d.node for d in plan if d.precision == "int8"}
-    smoother = _smooth(model, int8, data, smooth_alphas) if smooth_alphas else None
-    smoothed = smoother.placed if smoother else {}
-    smoothed_path = prepared.with_name("smoothed.onnx")
-    onnx.save(model, str(smoothed_path), save_as_external_data=external)
-    quantize_static(
-        smoothed_path,
-        target,
-        DatasetReader(data),
-        quant_format=QuantFormat.QDQ,
-        per_channel=per_channel,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        nodes_to_quantize=sorted(int8),
-        op_types_to_quantize=sorted({*INT8_OPS, *INT8_CARRIER_OPS}),
-        calibrate_method=CALIBRATE_METHODS[method],
-        use_external_data_format=external,
-        extra_options={"OpTypesToExcludeOutputQuantization": list(OUTPUT_FLOAT_OPS)},
-    )
-    quantized = onnx.load(str(target))
-    rewired = KeepFloatConsumersPass().call(quantized)
-    rows = capture_rows(model, _captured(model, quantized), data, max_rows=ROWS)
-    ranged = SetActivationRangesPass(rows, method).call(quantized)
-    corrector = _bias_corrector(model, quantized, rows, bias_correction)
-    corrected = corrector.call(quantized)
-    fused = FuseIntegerMatMulPass().call(quantized)
+    chosen = _quantize_variant(prepared, target, data, int8, settings, muls=True)
+    quantized, errors = chosen.quantized, dict(chosen.corrector.errors)
+    smoothed = dict(chosen.smoother.placed) if chosen.smoother else {}
+    mixing = _mix(prepared, target, data, int8, settings, chosen, mul_budget)
+    if mixing is not None:
+        for tensor in mixing.dropped:
+            smoothed.pop(tensor)
+        errors |= mixing.errors
     plan += _quantize_embeddings(quantized, excluded) if embeddings else []
     drop_shape_annotations(quantized)
     onnx.save(quantized, str(target), save_as_external_data=external)
-    summary = {"smoothed_tensors": len(smoothed), "float_consumers_rewired": rewired}
+    summary = {"smoothed_tensors": len(smoothed), **chosen.summary}
     summary["smoothing_scale_in"] = dict(Counter(smoothed.values()))
-    summary["ranges_from_real_tokens"] = ranged
-    errors = dict(sorted(corrector.errors.items(), key=lambda item: (-item[1], item[0])))
-    plan = [_with_error(d, errors) for d in plan]
-    summary = {**summary, "bias_corrected_layers": corrected, "fused_matmuls": fused}
+    if mixing is not None:
+        summary["smoothing_muls"] = mixing.report
+    errors = dict(sorted(errors.items(), key=lambda item: (-item[1], item[0])))
+    reasons = _smoothing_reasons(chosen, mixing)
+    plan = [_with_error(d, errors, reasons) for d in plan]
     return plan, {**summary, "layer_errors": errors}
+
+
+@dataclass
+class _Mixing:
+    dropped: list[str]
+    errors: dict[str, float]
+    report: dict
+
+
+def _mix(prepared, target, data, int8, settings, chosen: _Variant, budget) -> _Mixing | None:
+    # the all-smoothed model against one with only the folded scales: onnxprune.quant.mixed
+    smoother = chosen.smoother
+    if budget is None or smoother is None or settings.external:
+        return None
+    muls = {t: names for t, names in smoother.unfolded.items() if smoother.placed.get(t) == "Mul"}
+    if not muls:
+        return None
+    plain_target = target.with_name(target.stem + ".plain.onnx")
+    plain = _quantize_variant(prepared, plain_target, data, int8, settings, muls=False)
+    probe = Dataset(data.slice(0, MIX_SAMPLES), sample_axes=dict(data.sample_axes))
+    outputs = [o.name for o in chosen.model.graph.output]
+
+    def run(model: onnx.ModelProto) -> dict:
+        return capture_rows(model, outputs, probe, max_rows=1 << 30)
+
+    groups = {t: (names, int(smoother.rows[t].shape[1])) for t, names in muls.items()}
+    chooser = ChooseSmoothingMulsPass(plain.quantized, groups, run, run(chosen.model), budget)
+    dropped = chooser.call(chosen.quantized)
+    names = {n for t in dropped for n in muls[t]}
+    errors = {n: e for n, e in plain.corrector.errors.items() if n in names}
+    report = {"budget": budget, "samples": probe.samples, "kept": len(muls) - len(dropped)}
+    report |= {"dropped": len(dropped), "groups": chooser.decisions}
+    return _Mixing(dropped, errors, report)
+
+
+def _smoothing_reasons(chosen: _Variant, mixing: _Mixing | None) -> dict[str, str]:
+    """int8 MatMul -> how its input activation was smoothed, and why."""
+    smoother = chosen.smoother
+    if smoother is None:
+        return {}
+    decisions = mixing.report["groups"] if mixing else {}
+    reasons = {}
+    for tensor, names in smoother.groups.items():
+        alpha = smoother.chosen.get(tensor, 0.0)
+        if tensor in decisions:
+            loss = decisions[tensor]["cosine_loss_with_earlier_drops"]
+            kept = tensor not in mixing.dropped
+            why = "Mul kept" if kept else "not smoothed, no Mul"
+            reason = f"SmoothQuant {alpha}: {why} (without it output cosine -{loss:.6f})"
+        elif tensor in smoother.placed:
+            reason = f"SmoothQuant {alpha}, scale folded into the {smoother.placed[tensor]}"
+        else:
+            reason = "not smoothed: no strength lowered the simulated int8 error"
+        reasons |= dict.fromkeys(names, reason)
+    return reasons
 
 
 def _quantize_embeddings(model: onnx.ModelProto, excluded: Mapping[str, str]) -> list:
@@ -218,10 +329,12 @@ def _quantize_embeddings(model: onnx.ModelProto, excluded: Mapping[str, str]) ->
     return plan
 
 
-def _with_error(decision: LayerDecision, errors: dict[str, float]) -> LayerDecision:
-    if decision.node not in errors:
-        return decision
-    reason = f"{decision.reason}; measured output error {errors[decision.node]:.4f}"
+def _with_error(decision: LayerDecision, errors: dict[str, float], reasons: dict) -> LayerDecision:
+    reason = decision.reason
+    if decision.node in reasons:
+        reason = f"{reason}; {reasons[decision.node]}"
+    if decision.node in errors:
+        reason = f"{reason}; measured output error {errors[decision.node]:.4f}"
     return LayerDecision(decision.node, decision.op_type, decision.precision, reason)
 
 
