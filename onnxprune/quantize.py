@@ -86,6 +86,7 @@ def _static(source, target, options: QuantizeOptions, excluded, calibration, ext
         per_channel=options.per_channel,
         method=options.calibrate_method,
         smooth_alphas=options.smooth_alphas(),
+        mul_budget=options.mul_budget,
         bias_correction=options.bias_correction,
         embeddings=options.embeddings,
         external=external,
