@@ -6,17 +6,22 @@ the value projection)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from conftest import run_cli
 from quant_models import tiny_transformer, token_data
 
 from onnxprune.data import Dataset, input_specs, load_dataset
+from onnxprune.errors import InputError
 from onnxprune.model_io import load_model
 from onnxprune.quant import static
 from onnxprune.quant.capture import capture_rows
 from onnxprune.quant.mixed import ChooseSmoothingMulsPass, output_cosine, transplant
+from onnxprune.quant.options import QuantizeOptions, parse_mul_budget
 from onnxprune.quant.rules import static_plan
 
 SETTINGS = static.StaticSettings(smooth_alphas=(0.95,))
@@ -128,3 +133,33 @@ def test_choice_is_deterministic_and_measured_on_the_result(variants) -> None:
     full = output_cosine(capture_rows(smoothed.quantized, outputs, data, 1 << 30), reference)
     result = output_cosine(capture_rows(model, outputs, data, max_rows=1 << 30), reference)
     assert full - result <= 2e-4 + 1e-9
+
+
+def test_cli_mul_budget_drops_muls_and_says_why(tmp_path) -> None:
+    model, tokens = tiny_transformer(tmp_path / "t.onnx"), token_data(tmp_path / "t.npz")
+    out = tmp_path / "q.onnx"
+    args = ["--calibration", tokens, "--latency-runs", "0", "--mul-budget", "0.5", "--json"]
+    done = run_cli("quantize", model, "-o", out, "--mode", "static", *args)
+    assert done.returncode == 0, done.stderr
+    assert _muls(onnx.load(str(out))) == []
+    section = json.loads(done.stdout)["quantization"]
+    assert section["mul_budget"] == 0.5
+    assert section["smoothing_muls"]["dropped"] == 3
+    reasons = {d["node"]: d["why"] for d in section["layers"]}
+    assert "SmoothQuant 0.95: not smoothed, no Mul" in reasons["ffn2/MatMul"]
+    assert "SmoothQuant 0.95, scale folded into the value projection" in reasons["o/MatMul"]
+
+
+@pytest.mark.parametrize(("text", "value"), [("off", None), ("0", 0.0), ("0.001", 0.001)])
+def test_mul_budget_values(text: str, value) -> None:
+    assert parse_mul_budget(text) == value
+
+
+@pytest.mark.parametrize("text", ["1", "-0.1", "some"])
+def test_bad_mul_budget_is_refused_with_its_value(text: str) -> None:
+    with pytest.raises(
+        InputError, match=f"--mul-budget must be off or a number in .0, 1., got {text}"
+    ):
+        parse_mul_budget(text)
+    with pytest.raises(InputError, match="--mul-budget"):
+        QuantizeOptions(mode="static", calibration="c.npz", mul_budget=-1.0).validate()

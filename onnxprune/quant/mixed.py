@@ -22,10 +22,23 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-__all__ = ["MUL_BUDGET", "ChooseSmoothingMulsPass", "output_cosine", "transplant"]
+from onnxprune.data import Dataset
+from onnxprune.quant.capture import capture_rows
+
+__all__ = [
+    "MUL_BUDGET",
+    "ChooseSmoothingMulsPass",
+    "Mixing",
+    "mix_smoothing",
+    "output_cosine",
+    "smoothing_reasons",
+    "transplant",
+]
 
 logger = logging.getLogger(__name__)
 SUFFIX = "__plain"
+# calibration samples on which the Mul choice is measured
+MIX_SAMPLES = 64
 # default: largest output cosine (calibration, real tokens) that dropping Muls may cost
 MUL_BUDGET = 0.0005
 
@@ -179,3 +192,60 @@ class ChooseSmoothingMulsPass:
             "smoothing Muls: %d of %d dropped (budget %g)", len(dropped), len(loss), self.budget
         )
         return dropped
+
+
+@dataclass
+class Mixing:
+    """What :func:`mix_smoothing` dropped, the dropped layers' errors, the report."""
+
+    dropped: list[str]
+    errors: dict[str, float]
+    report: dict
+
+
+def mix_smoothing(chosen, quantize_plain: Callable, data: Dataset, budget: float) -> Mixing | None:
+    """Run :class:`ChooseSmoothingMulsPass` on ``chosen.quantized`` (the all-smoothed static
+    quantization) against ``quantize_plain()`` (the same without the unfoldable groups' smoothing)
+    on the first ``MIX_SAMPLES`` calibration samples; None when no group has a ``Mul``."""
+    smoother = chosen.smoother
+    muls = {t: names for t, names in smoother.unfolded.items() if smoother.placed.get(t) == "Mul"}
+    if not muls:
+        return None
+    plain = quantize_plain()
+    probe = Dataset(data.slice(0, MIX_SAMPLES), sample_axes=dict(data.sample_axes))
+    outputs = [o.name for o in chosen.model.graph.output]
+
+    def run(model: onnx.ModelProto) -> dict:
+        return capture_rows(model, outputs, probe, max_rows=1 << 30)
+
+    groups = {t: (names, int(smoother.rows[t].shape[1])) for t, names in muls.items()}
+    chooser = ChooseSmoothingMulsPass(plain.quantized, groups, run, run(chosen.model), budget)
+    dropped = chooser.call(chosen.quantized)
+    names = {n for t in dropped for n in muls[t]}
+    errors = {n: e for n, e in plain.corrector.errors.items() if n in names}
+    report = {"budget": budget, "samples": probe.samples, "kept": len(muls) - len(dropped)}
+    report |= {"dropped": len(dropped), "groups": chooser.decisions}
+    return Mixing(dropped, errors, report)
+
+
+def smoothing_reasons(smoother, mixing: Mixing | None) -> dict[str, str]:
+    """int8 MatMul -> how its input activation was smoothed, and why."""
+    if smoother is None:
+        return {}
+    decisions = mixing.report["groups"] if mixing else {}
+    reasons = {}
+    for tensor, names in smoother.groups.items():
+        alpha = smoother.chosen.get(tensor, 0.0)
+        if tensor in decisions:
+            loss = decisions[tensor]["cosine_loss_with_earlier_drops"]
+            kept = tensor not in mixing.dropped
+            why = "Mul kept" if kept else "not smoothed, no Mul"
+            reason = f"SmoothQuant {alpha}: {why} (without it output cosine -{loss:.6f})"
+        elif smoother.placed.get(tensor) == "Mul":
+            reason = f"SmoothQuant {alpha}: Mul kept (no budget: every Mul kept)"
+        elif tensor in smoother.placed:
+            reason = f"SmoothQuant {alpha}, scale folded into the {smoother.placed[tensor]}"
+        else:
+            reason = "not smoothed: no strength lowered the simulated int8 error"
+        reasons |= dict.fromkeys(names, reason)
+    return reasons

@@ -9,7 +9,14 @@ from onnxprune.errors import InputError
 from onnxprune.quant.mixed import MUL_BUDGET
 from onnxprune.quant.smooth import AUTO_ALPHAS
 
-__all__ = ["CALIBRATE_METHOD_NAMES", "INT4_ALGORITHMS", "MODES", "QuantizeOptions"]
+__all__ = [
+    "CALIBRATE_METHOD_NAMES",
+    "INT4_ALGORITHMS",
+    "MODES",
+    "MUL_BUDGET",
+    "QuantizeOptions",
+    "parse_mul_budget",
+]
 
 MODES = ("dynamic", "static", "int4")
 CALIBRATE_METHOD_NAMES = ("minmax", "entropy", "percentile")
@@ -99,3 +106,16 @@ class QuantizeOptions:
                 re.compile(self.exclude)
             except re.error as error:
                 raise InputError(f"--exclude '{self.exclude}' is not a valid regex") from error
+
+
+def parse_mul_budget(text: str) -> float | None:
+    """``--mul-budget``: ``off`` (None: keep every smoothing Mul) or a number in [0, 1)."""
+    if text == "off":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value < 1.0:
+        raise InputError(f"--mul-budget must be off or a number in [0, 1), got {text}")
+    return value

@@ -27,6 +27,7 @@ import os
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import onnx
@@ -39,7 +40,7 @@ from onnxprune.quant.bias import BiasCorrectionPass, fake_quant_layers
 from onnxprune.quant.capture import capture_rows
 from onnxprune.quant.embeddings import QuantizeEmbeddingsPass, block_for, embedding_gathers
 from onnxprune.quant.fuse import FuseIntegerMatMulPass
-from onnxprune.quant.mixed import MUL_BUDGET, ChooseSmoothingMulsPass
+from onnxprune.quant.mixed import MUL_BUDGET, mix_smoothing, smoothing_reasons
 from onnxprune.quant.ranges import SetActivationRangesPass, activation_quantizers
 from onnxprune.quant.reader import DatasetReader
 from onnxprune.quant.rules import (
@@ -71,8 +72,6 @@ EMBEDDING_BLOCK = 128
 FOLD_CHECK_SAMPLES = 4
 # calibration rows (real tokens) kept per captured tensor for ranges and bias correction
 ROWS = 8192
-# calibration samples on which the Mul choice is measured
-MIX_SAMPLES = 64
 # Ops through which onnxruntime moves int8 tensors unchanged (QDQ propagation).
 _INT8_MOVERS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten")
 
@@ -243,7 +242,11 @@ def quantize_static_file(
     chosen = _quantize_variant(prepared, target, data, int8, settings, muls=True)
     quantized, errors = chosen.quantized, dict(chosen.corrector.errors)
     smoothed = dict(chosen.smoother.placed) if chosen.smoother else {}
-    mixing = _mix(prepared, target, data, int8, settings, chosen, mul_budget)
+    mixing = None
+    if mul_budget is not None and chosen.smoother is not None and not external:
+        plain_target = target.with_name(target.stem + ".plain.onnx")
+        plain = partial(_quantize_variant, prepared, plain_target, data, int8, settings, False)
+        mixing = mix_smoothing(chosen, plain, data, mul_budget)
     if mixing is not None:
         for tensor in mixing.dropped:
             smoothed.pop(tensor)
@@ -256,64 +259,9 @@ def quantize_static_file(
     if mixing is not None:
         summary["smoothing_muls"] = mixing.report
     errors = dict(sorted(errors.items(), key=lambda item: (-item[1], item[0])))
-    reasons = _smoothing_reasons(chosen, mixing)
+    reasons = smoothing_reasons(chosen.smoother, mixing)
     plan = [_with_error(d, errors, reasons) for d in plan]
     return plan, {**summary, "layer_errors": errors}
-
-
-@dataclass
-class _Mixing:
-    dropped: list[str]
-    errors: dict[str, float]
-    report: dict
-
-
-def _mix(prepared, target, data, int8, settings, chosen: _Variant, budget) -> _Mixing | None:
-    # the all-smoothed model against one with only the folded scales: onnxprune.quant.mixed
-    smoother = chosen.smoother
-    if budget is None or smoother is None or settings.external:
-        return None
-    muls = {t: names for t, names in smoother.unfolded.items() if smoother.placed.get(t) == "Mul"}
-    if not muls:
-        return None
-    plain_target = target.with_name(target.stem + ".plain.onnx")
-    plain = _quantize_variant(prepared, plain_target, data, int8, settings, muls=False)
-    probe = Dataset(data.slice(0, MIX_SAMPLES), sample_axes=dict(data.sample_axes))
-    outputs = [o.name for o in chosen.model.graph.output]
-
-    def run(model: onnx.ModelProto) -> dict:
-        return capture_rows(model, outputs, probe, max_rows=1 << 30)
-
-    groups = {t: (names, int(smoother.rows[t].shape[1])) for t, names in muls.items()}
-    chooser = ChooseSmoothingMulsPass(plain.quantized, groups, run, run(chosen.model), budget)
-    dropped = chooser.call(chosen.quantized)
-    names = {n for t in dropped for n in muls[t]}
-    errors = {n: e for n, e in plain.corrector.errors.items() if n in names}
-    report = {"budget": budget, "samples": probe.samples, "kept": len(muls) - len(dropped)}
-    report |= {"dropped": len(dropped), "groups": chooser.decisions}
-    return _Mixing(dropped, errors, report)
-
-
-def _smoothing_reasons(chosen: _Variant, mixing: _Mixing | None) -> dict[str, str]:
-    """int8 MatMul -> how its input activation was smoothed, and why."""
-    smoother = chosen.smoother
-    if smoother is None:
-        return {}
-    decisions = mixing.report["groups"] if mixing else {}
-    reasons = {}
-    for tensor, names in smoother.groups.items():
-        alpha = smoother.chosen.get(tensor, 0.0)
-        if tensor in decisions:
-            loss = decisions[tensor]["cosine_loss_with_earlier_drops"]
-            kept = tensor not in mixing.dropped
-            why = "Mul kept" if kept else "not smoothed, no Mul"
-            reason = f"SmoothQuant {alpha}: {why} (without it output cosine -{loss:.6f})"
-        elif tensor in smoother.placed:
-            reason = f"SmoothQuant {alpha}, scale folded into the {smoother.placed[tensor]}"
-        else:
-            reason = "not smoothed: no strength lowered the simulated int8 error"
-        reasons |= dict.fromkeys(names, reason)
-    return reasons
 
 
 def _quantize_embeddings(model: onnx.ModelProto, excluded: Mapping[str, str]) -> list:
