@@ -7,7 +7,13 @@ from typing import Any
 import click
 
 from cli.common_options import stack
-from onnxprune.quant.options import CALIBRATE_METHOD_NAMES, INT4_ALGORITHMS, QuantizeOptions
+from onnxprune.quant.options import (
+    CALIBRATE_METHOD_NAMES,
+    INT4_ALGORITHMS,
+    MUL_BUDGET,
+    QuantizeOptions,
+    parse_mul_budget,
+)
 
 __all__ = ["COMPRESS_QUANTIZE", "quantize_options", "quantize_options_from"]
 
@@ -38,6 +44,14 @@ quantize_options = stack(
         show_default=True,
         help="static: SmoothQuant off, auto (strength per layer group by calibration error) "
         "or a strength in (0, 1), used per layer group where it lowers the simulated error.",
+    ),
+    click.option(
+        "--mul-budget",
+        default=str(MUL_BUDGET),
+        show_default=True,
+        help="static: SmoothQuant scales that cannot be folded cost a Mul at run time; drop "
+        "those Muls while the calibration output cosine stays within this of keeping all "
+        "(off: keep every Mul).",
     ),
     click.option(
         "--bias-correction/--no-bias-correction",
@@ -94,6 +108,7 @@ def quantize_options_from(params: dict[str, Any], mode: str, exclude: str | None
         calibration=None if calibration is None else str(calibration),
         calibrate_method=params["calibrate_method"],
         smooth=params["smooth"],
+        mul_budget=parse_mul_budget(params.get("mul_budget", str(MUL_BUDGET))),
         bias_correction=params["bias_correction"],
         symmetric=params["symmetric"],
         embeddings=params["embeddings"],
