@@ -47,6 +47,11 @@ OURS = [
         ["--mode", "static", "--smooth", "0.95", "--calibration", str(CALIBRATION)],
     ),
     (
+        "onnxprune static int8 with every SmoothQuant Mul",
+        "int8",
+        ["--mode", "static", "--mul-budget", "off", "--calibration", str(CALIBRATION)],
+    ),
+    (
         "onnxprune static int8 without SmoothQuant",
         "int8",
         ["--mode", "static", "--smooth", "off", "--calibration", str(CALIBRATION)],
