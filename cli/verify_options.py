@@ -60,10 +60,11 @@ verify_options = stack(
     click.option("--latency-batch", type=click.IntRange(min=1), default=1, show_default=True),
     click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True),
     click.option(
-        "--synthetic-samples",
+        "--samples",
         type=click.IntRange(min=1),
         default=None,
-        help="Without --data: how many synthetic samples (default 32; 4 for a model over 1 GiB).",
+        help="Verify on N samples: the first N of --data, or N synthetic inputs (default: all "
+        "of --data; 32 synthetic, 4 for a model over 1 GiB).",
     ),
 )
 
@@ -159,7 +160,8 @@ def verify_options_from(params: dict[str, Any]) -> VerifyOptions:
         latency_runs=params["latency_runs"],
         latency_warmup=params["warmup"],
         latency_batch=params["latency_batch"],
-        synthetic_samples=params["synthetic_samples"],
+        synthetic_samples=params["samples"],
+        data_samples=params["samples"],
         task=params["task"],
         input_shapes=input_shapes_from(params) or None,
         groups=group_options_from(params),

@@ -29,7 +29,19 @@ from onnxprune.metrics import (
 from onnxprune.runtime import check_parts
 from onnxprune.tasks import Task, probability_rows, resolve_task
 
-__all__ = ["OutputComparison"]
+__all__ = ["OutputComparison", "first_samples"]
+
+
+def first_samples(dataset: Dataset, count: int) -> Dataset:
+    """The first ``count`` samples of ``dataset`` (inputs, labels and groups), its source
+    saying so."""
+    return Dataset(
+        dataset.slice(0, count),
+        labels=None if dataset.labels is None else dataset.labels[:count],
+        groups={name: column[:count] for name, column in dataset.groups.items()},
+        source=f"{dataset.source} (the first {count} of {dataset.samples} samples: --samples)",
+        sample_axes=dataset.sample_axes,
+    )
 
 
 def _group_settings(groups: GroupOptions) -> dict:

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field, replace
 
 from onnxprune.batching import DEFAULT_BATCH_SIZE, evaluation_batch
-from onnxprune.comparison import OutputComparison
+from onnxprune.comparison import OutputComparison, first_samples
 from onnxprune.data import Dataset, index_bounds, input_specs, load_dataset, synthetic_dataset
 from onnxprune.errors import InputError
 from onnxprune.gates import (
@@ -80,6 +80,7 @@ class VerifyOptions:
     latency_warmup: int = 5
     latency_batch: int = 1
     synthetic_samples: int | None = None  # None: ``synthetic_samples_for`` chooses
+    data_samples: int | None = None  # verify on the first N samples of ``data`` (None: all)
     task: str | None = None
     input_shapes: InputShapes | None = None
     groups: GroupOptions = field(default_factory=GroupOptions)
@@ -145,7 +146,10 @@ def prepare_dataset(model_path: str | os.PathLike, options: VerifyOptions) -> Da
         samples, why = synthetic_samples_for(model_path, options)
         dataset = synthetic_dataset(specs, samples, bounds=index_bounds(model))
         return replace(dataset, source=f"{dataset.source}, {why}") if why else dataset
-    return load_dataset(options.data, specs)
+    dataset = load_dataset(options.data, specs)
+    if options.data_samples is None or options.data_samples >= dataset.samples:
+        return dataset
+    return first_samples(dataset, options.data_samples)
 
 
 def synthetic_samples_for(model_path: str | os.PathLike, options: VerifyOptions) -> tuple:
@@ -159,7 +163,7 @@ def synthetic_samples_for(model_path: str | os.PathLike, options: VerifyOptions)
     if files_bytes(model_path) > TOGETHER_BYTES:
         return BIG_SYNTHETIC_SAMPLES, (
             f"{BIG_SYNTHETIC_SAMPLES} by default for a model over {TOGETHER_BYTES >> 20} MB "
-            "(more with --synthetic-samples, or give --data)"
+            "(more with --samples, or give --data)"
         )
     return SYNTHETIC_SAMPLES, ""
 

@@ -195,18 +195,31 @@ def test_a_big_model_without_data_is_checked_on_fewer_synthetic_samples_and_says
     monkeypatch.setattr(verify, "TOGETHER_BYTES", 0)
     big = verify.prepare_dataset(model, VerifyOptions())
     assert big.samples == verify.BIG_SYNTHETIC_SAMPLES < verify.SYNTHETIC_SAMPLES
-    assert "4 by default for a model over 0 MB (more with --synthetic-samples" in big.source
+    assert "4 by default for a model over 0 MB (more with --samples" in big.source
     given = verify.prepare_dataset(model, VerifyOptions(synthetic_samples=7))
     assert given.samples == 7 and "by default" not in given.source
     report = verify_models(model, pruned, VerifyOptions(latency_runs=0), big)
     assert report["data"]["samples"] == 4 and report["data"]["source"] == big.source
 
 
-def test_synthetic_samples_option_reaches_the_report(pruned: Path, tmp_path: Path) -> None:
-    model = FIXTURE_MODELS["digits_cnn"][0]
+def test_samples_option_reaches_the_report(pruned: Path, tmp_path: Path) -> None:
+    model, data = FIXTURE_MODELS["digits_cnn"]
     report = tmp_path / "report.json"
-    args = ["verify", model, pruned, "--synthetic-samples", "3", "--latency-runs", "0"]
-    result = run_cli(*args, "--report", report)
-    assert result.returncode == 0, result.stderr
-    data = json.loads(report.read_text())["verification"]["data"]
-    assert data["samples"] == 3 and data["synthetic"]
+    args = ["verify", model, pruned, "--samples", "3", "--latency-runs", "0", "--report", report]
+    assert run_cli(*args).returncode == 0
+    synthetic = json.loads(report.read_text())["verification"]["data"]
+    assert synthetic["samples"] == 3 and synthetic["synthetic"]
+    assert run_cli(*args, "--data", data).returncode == 0
+    first = json.loads(report.read_text())["verification"]["data"]
+    assert first["samples"] == 3 and not first["synthetic"]
+    assert first["source"].endswith("(the first 3 of 540 samples: --samples)")
+
+
+def test_the_first_samples_of_the_data_keep_their_labels() -> None:
+    model, data = FIXTURE_MODELS["digits_cnn"]
+    whole = verify.prepare_dataset(model, VerifyOptions(data=data))
+    first = verify.prepare_dataset(model, VerifyOptions(data=data, data_samples=10))
+    assert first.samples == 10 and np.array_equal(first.labels, whole.labels[:10])
+    assert np.array_equal(first.inputs["input"], whole.inputs["input"][:10])
+    everything = VerifyOptions(data=data, data_samples=10**6)
+    assert verify.prepare_dataset(model, everything).samples == whole.samples == 540
