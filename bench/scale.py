@@ -271,23 +271,30 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=None, help="Append JSON lines here.")
     parser.add_argument("--repo", type=Path, default=HERE.parent, help="Checkout to measure.")
     parser.add_argument("--table", nargs=2, type=Path, metavar=("BEFORE", "AFTER"))
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="Run the commands N times, interleaved."
+    )
     args = parser.parse_args()
     if args.table:
         print(table(*args.table))
         return
     print(f"{'MB':>6} {'command':<22} {'seconds':>9} {'cpu s':>9} {'peak MB':>9} exit", flush=True)
-    for size in (int(s) for s in args.sizes.split(",")):
-        for name in args.commands.split(","):
-            row = measure(size, name, repo=args.repo.resolve())
-            print(
-                f"{size:>6} {name:<22} {row['seconds']:>9.1f} {row['cpu_seconds']:>9.1f} "
-                f"{row['peak_mb']:>9.0f} "
-                f"{row['exit']} {row.get('error', [''])[0]}",
-                flush=True,
-            )
-            if args.results is not None:
-                with open(args.results, "a", encoding="utf-8") as handle:
-                    handle.write(json.dumps(row) + "\n")
+    rounds = [
+        (int(size), name)
+        for size in args.sizes.split(",")
+        for _ in range(args.repeat)
+        for name in args.commands.split(",")
+    ]
+    for size, name in rounds:
+        row = measure(size, name, repo=args.repo.resolve())
+        print(
+            f"{size:>6} {name:<22} {row['seconds']:>9.1f} {row['cpu_seconds']:>9.1f} "
+            f"{row['peak_mb']:>9.0f} {row['exit']} {row.get('error', [''])[0]}",
+            flush=True,
+        )
+        if args.results is not None:
+            with open(args.results, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":
