@@ -20,12 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnx_ir as ir
 import onnxruntime as ort
 
 from onnxprune.comparison import OutputComparison
 from onnxprune.data import Dataset
 from onnxprune.errors import InputError, first_line
-from onnxprune.model_io import load_model, model_files
+from onnxprune.model_io import model_files
 from onnxprune.runtime import create_session, fixed_batch, run_batches, run_dataset
 from onnxprune.staged import outputs_in_slices
 
@@ -73,12 +75,32 @@ def _stamp(path: str | os.PathLike) -> tuple:
 
 @functools.lru_cache(maxsize=16)
 def _files(_stamp: tuple, path: str) -> list[Path]:
-    return model_files(path)
+    """``model_files`` read from the graph's external data entries alone (no weights, no
+    checks: a big graph takes a second to check); a file that does not read cleanly, or whose
+    data files are missing, goes through ``model_files``, which says what is wrong."""
+    try:
+        proto = onnx.load(path, load_external_data=False)
+    except Exception:  # protobuf and onnx raise several types for a damaged file
+        return model_files(path)
+    folder = Path(path).parent
+    data = {
+        folder / entry.value
+        for tensor in proto.graph.initializer
+        if tensor.data_location == onnx.TensorProto.EXTERNAL
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+    if not all(file.is_file() for file in data):
+        return model_files(path)
+    return [Path(path), *sorted(data)]
 
 
 def files_of(path: str | os.PathLike) -> list[Path]:
     """``model_io.model_files`` of the model at ``path``, read once per version of the file."""
-    return list(_files(_stamp(path), str(path)))
+    files = _files(_stamp(path), str(path))
+    if not all(file.is_file() for file in files):  # removed since: say what is missing
+        return model_files(path)
+    return list(files)
 
 
 def files_bytes(path: str | os.PathLike) -> int:
@@ -122,7 +144,7 @@ _HELD: list[_Held] = []  # the last baseline run through outputs_of: at most one
 def _sliced(path, meta: Described, dataset: Dataset, batch: int, threads: int, on_batch=None):
     names = [o.name for o in meta.get_outputs() if o.type.startswith("tensor(")]
     with tempfile.TemporaryDirectory(prefix="onnxprune-verify-") as folder:
-        model = load_model(path)
+        model = ir.load(path)  # checked when it was read or written by the command
         return outputs_in_slices(model, dataset, batch, names, Path(folder), threads, on_batch)
 
 

@@ -21,7 +21,7 @@ from onnxprune import PruneOptions, VerifyOptions, prune_file
 from onnxprune.data import input_specs, load_dataset
 from onnxprune.errors import InputError
 from onnxprune.metrics import agreement_metrics
-from onnxprune.model_io import load_model
+from onnxprune.model_io import load_model, model_files
 from onnxprune.runtime import create_session, run_dataset
 from onnxprune.verify import verify_models
 
@@ -223,3 +223,16 @@ def test_the_first_samples_of_the_data_keep_their_labels() -> None:
     assert np.array_equal(first.inputs["input"], whole.inputs["input"][:10])
     everything = VerifyOptions(data=data, data_samples=10**6)
     assert verify.prepare_dataset(model, everything).samples == whole.samples == 540
+
+
+def test_files_of_reads_the_graph_alone_and_agrees_with_model_files(tmp_path: Path) -> None:
+    path = scale.build(0.3, tmp_path, d=64, samples=2)
+    assert verify_in_turn.files_of(path) == model_files(path)
+    assert len(model_files(path)) == 2  # the graph and its data file
+    damaged = tmp_path / "damaged.onnx"
+    damaged.write_bytes(b"not a model")
+    with pytest.raises(InputError, match="not a valid ONNX model"):
+        verify_in_turn.files_of(damaged)
+    (tmp_path / "stack0.3.onnx.data").unlink()
+    with pytest.raises(InputError, match="external data"):
+        verify_in_turn.files_bytes(path)  # the graph file is unchanged: still checked
