@@ -18,7 +18,7 @@ from quant_models import tiny_transformer, token_data
 from onnxprune.data import Dataset, input_specs, load_dataset
 from onnxprune.errors import InputError
 from onnxprune.model_io import load_model
-from onnxprune.quant import static
+from onnxprune.quant import mixed, static
 from onnxprune.quant.capture import capture_rows
 from onnxprune.quant.mixed import ChooseSmoothingMulsPass, output_cosine, transplant
 from onnxprune.quant.options import QuantizeOptions, parse_mul_budget
@@ -163,3 +163,21 @@ def test_bad_mul_budget_is_refused_with_its_value(text: str) -> None:
         parse_mul_budget(text)
     with pytest.raises(InputError, match="--mul-budget"):
         QuantizeOptions(mode="static", calibration="c.npz", mul_budget=-1.0).validate()
+
+
+def test_a_graph_the_transplant_cannot_follow_keeps_every_mul(variants, monkeypatch) -> None:
+    smoothed, plain, data = variants
+    chosen = static._Variant(
+        smoothed.model, _copy(smoothed.quantized), smoothed.smoother, smoothed.corrector, {}
+    )
+
+    def refuse(*args) -> None:
+        raise ValueError("q: no single path back to h0")
+
+    monkeypatch.setattr(mixed, "transplant", refuse)
+    result = mixed.mix_smoothing(chosen, lambda: plain, data, 0.5)
+    assert result.dropped == []
+    assert result.report["not_chosen"] == "every Mul kept: q: no single path back to h0"
+    assert _muls(chosen.quantized) == ["gelu_smooth", "h0_smooth", "h1_smooth"]
+    reasons = mixed.smoothing_reasons(smoothed.smoother, result)
+    assert "Mul kept" in reasons["ffn2/MatMul"]

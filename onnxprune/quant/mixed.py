@@ -220,7 +220,11 @@ def mix_smoothing(chosen, quantize_plain: Callable, data: Dataset, budget: float
 
     groups = {t: (names, int(smoother.rows[t].shape[1])) for t, names in muls.items()}
     chooser = ChooseSmoothingMulsPass(plain.quantized, groups, run, run(chosen.model), budget)
-    dropped = chooser.call(chosen.quantized)
+    try:
+        dropped = chooser.call(chosen.quantized)
+    except ValueError as error:  # a graph the transplant does not follow: keep every Mul
+        logger.warning("smoothing Muls not chosen, all kept: %s", error)
+        return Mixing([], {}, {"budget": budget, "not_chosen": f"every Mul kept: {error}"})
     names = {n for t in dropped for n in muls[t]}
     errors = {n: e for n, e in plain.corrector.errors.items() if n in names}
     report = {"budget": budget, "samples": probe.samples, "kept": len(muls) - len(dropped)}
@@ -232,7 +236,7 @@ def smoothing_reasons(smoother, mixing: Mixing | None) -> dict[str, str]:
     """int8 MatMul -> how its input activation was smoothed, and why."""
     if smoother is None:
         return {}
-    decisions = mixing.report["groups"] if mixing else {}
+    decisions = mixing.report.get("groups", {}) if mixing else {}
     reasons = {}
     for tensor, names in smoother.groups.items():
         alpha = smoother.chosen.get(tensor, 0.0)
@@ -242,7 +246,7 @@ def smoothing_reasons(smoother, mixing: Mixing | None) -> dict[str, str]:
             why = "Mul kept" if kept else "not smoothed, no Mul"
             reason = f"SmoothQuant {alpha}: {why} (without it output cosine -{loss:.6f})"
         elif smoother.placed.get(tensor) == "Mul":
-            reason = f"SmoothQuant {alpha}: Mul kept (no budget: every Mul kept)"
+            reason = f"SmoothQuant {alpha}: Mul kept (no choice made: every Mul kept)"
         elif tensor in smoother.placed:
             reason = f"SmoothQuant {alpha}, scale folded into the {smoother.placed[tensor]}"
         else:
