@@ -42,14 +42,14 @@ FFN_STATIC = "onnxprune FFN 50% repaired + static int8"
 OURS = [
     ("onnxprune dynamic int8", "int8", ["--mode", "dynamic"]),
     (
-        "onnxprune static int8",
+        "onnxprune static int8 (every SmoothQuant Mul, the default)",
         "int8",
         ["--mode", "static", "--smooth", "0.95", "--calibration", str(CALIBRATION)],
     ),
     (
-        "onnxprune static int8 with every SmoothQuant Mul",
+        "onnxprune static int8 --mul-budget 0.0005",
         "int8",
-        ["--mode", "static", "--mul-budget", "off", "--calibration", str(CALIBRATION)],
+        ["--mode", "static", "--mul-budget", "0.0005", "--calibration", str(CALIBRATION)],
     ),
     (
         "onnxprune static int8 without SmoothQuant",

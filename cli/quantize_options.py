@@ -17,6 +17,8 @@ from onnxprune.quant.options import (
 
 __all__ = ["COMPRESS_QUANTIZE", "quantize_options", "quantize_options_from"]
 
+MUL_BUDGET_TEXT = "off" if MUL_BUDGET is None else str(MUL_BUDGET)
+
 quantize_options = stack(
     click.option(
         "--per-channel/--per-tensor",
@@ -47,7 +49,7 @@ quantize_options = stack(
     ),
     click.option(
         "--mul-budget",
-        default=str(MUL_BUDGET),
+        default=MUL_BUDGET_TEXT,
         show_default=True,
         help="static: SmoothQuant scales that cannot be folded cost a Mul at run time; drop "
         "those Muls while the calibration output cosine stays within this of keeping all "
@@ -108,7 +110,7 @@ def quantize_options_from(params: dict[str, Any], mode: str, exclude: str | None
         calibration=None if calibration is None else str(calibration),
         calibrate_method=params["calibrate_method"],
         smooth=params["smooth"],
-        mul_budget=parse_mul_budget(params.get("mul_budget", str(MUL_BUDGET))),
+        mul_budget=parse_mul_budget(params.get("mul_budget", MUL_BUDGET_TEXT)),
         bias_correction=params["bias_correction"],
         symmetric=params["symmetric"],
         embeddings=params["embeddings"],

@@ -150,6 +150,19 @@ def test_cli_mul_budget_drops_muls_and_says_why(tmp_path) -> None:
     assert "SmoothQuant 0.95, scale folded into the value projection" in reasons["o/MatMul"]
 
 
+def test_cli_keeps_every_mul_by_default(tmp_path) -> None:
+    """The Mul choice triples static quantize time for no measured speed: it is opt-in."""
+    model, tokens = tiny_transformer(tmp_path / "t.onnx"), token_data(tmp_path / "t.npz")
+    out = tmp_path / "q.onnx"
+    args = ["--calibration", tokens, "--latency-runs", "0", "--json"]
+    done = run_cli("quantize", model, "-o", out, "--mode", "static", *args)
+    assert done.returncode == 0, done.stderr
+    section = json.loads(done.stdout)["quantization"]
+    assert section["mul_budget"] is None
+    assert len(_muls(onnx.load(str(out)))) == 3
+    assert "smoothing_muls" not in section
+
+
 @pytest.mark.parametrize(("text", "value"), [("off", None), ("0", 0.0), ("0.001", 0.001)])
 def test_mul_budget_values(text: str, value) -> None:
     assert parse_mul_budget(text) == value
