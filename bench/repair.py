@@ -20,6 +20,7 @@ command has it), leaving a core to others. Prints a table, writes ``bench/result
 
     python bench/repair.py [--exporters torchscript dynamo] [--configs "sparsegpt 50%" ...]
         [--skip-fixtures] [--skip-minilm] [--held-out-split] [--compress-repair]
+        [--calibration-sentences N] [--repair-augment K] [--results NAME]
 """
 
 from __future__ import annotations
@@ -124,25 +125,53 @@ CONFIGS = [
 ]
 
 
-def augmented_calibration(model: Path) -> Path:
-    """The 128 calibration sentences and ``--augment 7 --augment-rate 0.5`` copies of them, made
+def calibration_file(sentences: int = CALIBRATION) -> Path:
+    """``calibration.npz`` (the 128 calibration sentences) or, for more, ``calibration_N.npz``:
+    those 128 first, then sentences of the shuffled pool after its first 704 (the layout of the
+    calibration, held-out and validation sets), skipping any whose tokens equal a row of
+    ``calibration.npz``, ``heldout.npz`` or ``repair_validation.npz``: the first two were
+    written from an earlier, smaller pool, so their sentences lie anywhere in today's order."""
+    if sentences == CALIBRATION:
+        return WORK / "calibration.npz"
+    path = WORK / f"calibration_{sentences}.npz"
+    if path.exists():
+        return path
+    base = dict(np.load(WORK / "calibration.npz"))
+    taken = {row.tobytes() for name in ("calibration", "heldout", "repair_validation")
+             for row in np.load(WORK / f"{name}.npz")["input_ids"]}  # fmt: skip
+    start, extra = CALIBRATION + HELD_OUT + 64, sentences - CALIBRATION
+    fresh = minilm_export.tokenise(minilm_export.sentences(start + 2 * extra + 64)[start:])
+    keep = []
+    for index, row in enumerate(fresh["input_ids"]):
+        if row.tobytes() not in taken and len(keep) < extra:
+            taken.add(row.tobytes())
+            keep.append(index)
+    if len(keep) < extra:
+        sys.exit(f"only {len(keep)} unused sentences after {start}, need {extra}")
+    np.savez(path, **{k: np.concatenate([base[k], fresh[k][keep]]) for k in base})
+    return path
+
+
+def augmented_calibration(model: Path, sentences: int = CALIBRATION) -> Path:
+    """The calibration sentences and ``--augment 7 --augment-rate 0.5`` copies of them, made
     by repair's own ``augment`` with its seed (the copies ``repair --seed 0`` trains on)."""
     import onnx_ir as ir
 
     from onnxprune.data import Dataset, index_bounds
     from onnxprune.repair.augment import augment
 
-    path = WORK / "calibration_augmented.npz"
+    suffix = "" if sentences == CALIBRATION else f"_{sentences}"
+    path = WORK / f"calibration_augmented{suffix}.npz"
     if not path.exists():
-        inputs = dict(np.load(WORK / "calibration.npz"))
+        inputs = dict(np.load(calibration_file(sentences)))
         data = Dataset(inputs=inputs, sample_axes={name: 0 for name in inputs})
         bounds = index_bounds(ir.load(str(model)))
-        grown, _ = augment(data, np.arange(CALIBRATION), 7, 0.5, bounds, "attention_mask", 0)
+        grown, _ = augment(data, np.arange(sentences), 7, 0.5, bounds, "attention_mask", 0)
         np.savez(path, **grown.inputs)
     return path
 
 
-def prepare(exporters: list[str]) -> dict[str, Path]:
+def prepare(exporters: list[str], sentences: int = CALIBRATION) -> dict[str, Path]:
     paths = minilm_export.export(WORK, attention="default")
     validation = WORK / "repair_validation.npz"  # 64 more sentences, disjoint from both sets
     if not validation.exists():
@@ -153,7 +182,7 @@ def prepare(exporters: list[str]) -> dict[str, Path]:
         texts = minilm_export.sentences(CALIBRATION + HELD_OUT)
         np.savez(calibration, **minilm_export.tokenise(texts[:CALIBRATION]))
         np.savez(held_out, **minilm_export.tokenise(texts[CALIBRATION:]))
-    augmented_calibration(paths["torchscript"])
+    augmented_calibration(paths["torchscript"], sentences)
     return {e: paths[e] for e in exporters}
 
 
@@ -162,28 +191,34 @@ def _cosine(dense: np.ndarray, model: Path, held: dict) -> float:
 
 
 def minilm_row(
-    exporter: str, model: Path, config: Config, held: dict, dense, extra: list[str]
-) -> dict:
+    exporter: str, model: Path, config: Config, held: dict, dense, extra: list[str],
+    sentences: int = CALIBRATION, augment: str | None = None,
+) -> dict:  # fmt: skip
+    """One MiniLM row; ``sentences`` calibration sentences (``calibration_file``) and repair's
+    ``--augment`` replaced by ``augment`` record themselves in the row when not the default."""
     label, command, today, target = config.label, config.command, config.today, config.target
     stem = label.replace(" ", "_").replace("%", "").replace(":", "of")
+    if sentences != CALIBRATION or augment is not None:
+        stem += f"_n{sentences}" + (f"_augment{augment}" if augment is not None else "")
+    options = [*MINILM_REPAIR, *config.repair, *(("--augment", augment) if augment else ())]
     compressed, repaired = OUT / exporter / f"{stem}.onnx", OUT / exporter / f"{stem}.repaired.onnx"
     compressed.parent.mkdir(parents=True, exist_ok=True)
-    calibration = str(WORK / "calibration.npz")
-    fitted_on = str(WORK / "calibration_augmented.npz") if config.augmented else calibration
+    calibration = str(calibration_file(sentences))
+    fitted_on = str(augmented_calibration(model, sentences)) if config.augmented else calibration
     first = cpu_timed([command[0], str(model), "-o", str(compressed), *command[1:],
                         "--calibration", fitted_on])  # fmt: skip
     second = cpu_timed(["repair", str(compressed), "--teacher", str(model), "--calibration",
-                         calibration, "-o", str(repaired), *MINILM_REPAIR, *config.repair,
+                         calibration, "-o", str(repaired), *options,
                          "--threads", "1", "--latency-runs", "0", *extra])  # fmt: skip
     after = _cosine(dense, repaired, held)
-    return {
+    row = {
         "exporter": exporter,
         "config": label,
         "cosine_before": _cosine(dense, compressed, held),
         "cosine_after": after,
         "today": today,
         "target": target,
-        "repair_options": [*MINILM_REPAIR, *config.repair],
+        "repair_options": options,
         "compression_calibration": "augmented" if config.augmented else "calibration",
         "shortfall": max(0.0, target - after),
         "compress_seconds": first["seconds"],
@@ -198,6 +233,16 @@ def minilm_row(
             b.get("kept", "").startswith("trained") for b in second["report"]["repair"]["blocks"]
         ),
     }
+    if sentences != CALIBRATION or augment is not None:
+        row.update(calibration_sentences=sentences, block_losses=_block_losses(second["report"]))
+    return row
+
+
+def _block_losses(report: dict) -> list[dict]:
+    """Per trained block: loss on its training sentences and on the validation sentences."""
+    keys = ("block", "calibration_loss_before", "calibration_loss_after", "validation_loss_before",
+            "validation_loss_after", "best_epoch", "kept")  # fmt: skip
+    return [{k: b.get(k) for k in keys} for b in report["repair"]["blocks"] if "kept" in b]
 
 
 def compress_repair_row(exporter: str, model: Path, held: dict, dense) -> dict:
@@ -348,7 +393,19 @@ def main() -> None:
         help="also run compress --repair (SparseGPT 50%%) once on the first exporter",
     )
     parser.add_argument("--results", default=None, help="results file name (default: repair)")
+    parser.add_argument(
+        "--calibration-sentences",
+        type=int,
+        default=CALIBRATION,
+        help="MiniLM sentences for compression and repair (default 128: calibration.npz; more: "
+        "those 128 and sentences disjoint from the held-out and validation sets)",
+    )
+    parser.add_argument(
+        "--repair-augment", default=None, help="repair's --augment for every MiniLM row"
+    )
     options = parser.parse_args()
+    if options.calibration_sentences < CALIBRATION:
+        parser.error(f"--calibration-sentences must be at least {CALIBRATION}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     OUT.mkdir(parents=True, exist_ok=True)
     result: dict = {"minilm_repair_options": MINILM_REPAIR, "minilm": [], "fixtures": []}
@@ -361,13 +418,15 @@ def main() -> None:
         held = dict(np.load(WORK / "heldout.npz"))
         validation = str(WORK / "repair_validation.npz")
         extra = [] if options.held_out_split else ["--validation", validation]
-        for index, (exporter, model) in enumerate(prepare(options.exporters).items()):
+        models = prepare(options.exporters, options.calibration_sentences)
+        for index, (exporter, model) in enumerate(models.items()):
             dense = embeddings(model, held)
             chosen = [c for c in CONFIGS if c.label in options.configs]
             if index or options.exporters[0] != "torchscript":
                 chosen = [c for c in chosen if c.label in OTHER_EXPORTER_CONFIGS]
             for config in chosen:
-                row = minilm_row(exporter, model, config, held, dense, extra)
+                row = minilm_row(exporter, model, config, held, dense, extra,
+                                 options.calibration_sentences, options.repair_augment)  # fmt: skip
                 result["minilm"].append(row)
                 print(_line(result["minilm"][-1]), flush=True)
                 write_results(name, result)  # after every row: a later failure loses nothing
