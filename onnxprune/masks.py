@@ -26,27 +26,42 @@ def _lowest_by_rows(rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """True at the ``counts[r]`` lowest entries of each row ``r``, ties broken by position.
 
     The same entries a stable ``argsort`` would put first, found in linear time: a partition
-    gives each row's ``count``-th value, everything below it goes, and of the entries equal to
-    it the first ones by position. Scores with NaN (sorted last by ``argsort``) take the sort.
+    gives each row's ``count``-th value, everything up to it goes, and when that is more than
+    ``count`` (ties at that value) only the first ties by position. A partition sorts NaN last,
+    as ``argsort`` does, so only a ``count``-th value that is NaN needs the sort.
     """
-    if np.isnan(rows).any():
-        order = np.argsort(rows, axis=1, kind="stable")
-        ranked = np.arange(rows.shape[1])[None, :] < counts[:, None]
-        dropped = np.empty_like(ranked)
-        np.put_along_axis(dropped, order, ranked, axis=1)
-        return dropped
     dropped = np.zeros(rows.shape, dtype=bool)
     for count in np.unique(counts[counts > 0]):
         members = np.flatnonzero(counts == count)
-        part = rows[members]
+        part = rows if members.size == rows.shape[0] else rows[members]
         kth = np.partition(part, count - 1, axis=1)[:, count - 1 : count]
-        below = part < kth
-        ties = part == kth
-        need = count - below.sum(axis=1, keepdims=True)
-        if (ties.sum(axis=1, keepdims=True) > need).any():  # only some of the ties go
-            ties &= np.cumsum(ties, axis=1, dtype=np.int32) <= need
-        dropped[members] = below | ties
+        if np.isnan(kth).any():
+            return _lowest_by_sort(rows, counts)
+        below = part <= kth
+        if (np.count_nonzero(below, axis=1) > count).any():  # only some of the ties go
+            np.less(part, kth, out=below)
+            _first_ties(below, part == kth, count - np.count_nonzero(below, axis=1))
+        if members.size == rows.shape[0]:
+            return below
+        dropped[members] = below
     return dropped
+
+
+def _lowest_by_sort(rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``_lowest_by_rows`` by a stable sort (NaN last): for rows whose cut falls on NaN."""
+    order = np.argsort(rows, axis=1, kind="stable")
+    ranked = np.arange(rows.shape[1])[None, :] < counts[:, None]
+    dropped = np.empty_like(ranked)
+    np.put_along_axis(dropped, order, ranked, axis=1)
+    return dropped
+
+
+def _first_ties(below: np.ndarray, ties: np.ndarray, need: np.ndarray) -> None:
+    """Set in ``below`` the first ``need[r]`` True entries of each row ``r`` of ``ties``."""
+    row, col = np.nonzero(ties)  # row-major: each row's ties in order of position
+    rank = np.arange(row.size) - np.searchsorted(row, row)
+    chosen = rank < need[row]
+    below[row[chosen], col[chosen]] = True
 
 
 def _drop_lowest(scores: np.ndarray, count: int) -> np.ndarray:

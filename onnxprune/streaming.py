@@ -41,12 +41,12 @@ class ScratchTensors:
 
     def store(self, array: np.ndarray, name: str) -> ir.ExternalTensor:
         """Append ``array`` to the scratch file; an ``ExternalTensor`` reading it back."""
-        array = np.ascontiguousarray(array)
+        array = np.ascontiguousarray(array.astype(array.dtype.newbyteorder("<"), copy=False))
         dtype = ir.DataType.from_numpy(array.dtype)
         offset = self._size + (-self._size % _ALIGN)
         with open(self.base_dir / self.location, "ab") as handle:
             handle.write(b"\0" * (offset - self._size))
-            handle.write(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
+            handle.write(array.reshape(-1).view(np.uint8))  # the buffer itself, not a copy
             self._size = handle.tell()
         return ir.ExternalTensor(
             self.location,
