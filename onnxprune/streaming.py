@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 _META_KEY = "onnxprune.scratch"
 _ALIGN = 64
+# Writes of 1 MiB: 2 GB written in 16 MB calls took 1.3-3.5 s here, in 1 MiB calls 0.6 s.
+_WRITE_CHUNK = 1 << 20
 
 
 class ScratchTensors:
@@ -46,7 +48,9 @@ class ScratchTensors:
         offset = self._size + (-self._size % _ALIGN)
         with open(self.base_dir / self.location, "ab") as handle:
             handle.write(b"\0" * (offset - self._size))
-            handle.write(array.reshape(-1).view(np.uint8))  # the buffer itself, not a copy
+            data = array.reshape(-1).view(np.uint8)  # the buffer itself, not a copy
+            for start in range(0, data.size, _WRITE_CHUNK):
+                handle.write(data[start : start + _WRITE_CHUNK])
             self._size = handle.tell()
         return ir.ExternalTensor(
             self.location,
