@@ -136,7 +136,8 @@ def prune_file(
             "mode": "unstructured",
             **prune_model(working, options, calibration, calibration_options).to_dict(),
         }
-    save_model(working, output, protected=protected, external_data=external)
+    # the pruned weights were streamed to a scratch file laid out as the output's: moved, not copied
+    save_model(working, output, protected=protected, external_data=external, move_scratch=True)
     return build_report("prune", model, output, pruning=pruning)
 
 

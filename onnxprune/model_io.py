@@ -25,6 +25,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
+from onnxprune import streaming
 from onnxprune.errors import InputError, first_line
 from onnxprune.paths import os_error_message, same_file
 from onnxprune.proto_check import check_proto
@@ -169,6 +170,7 @@ def save_model(
     *,
     protected: Sequence[Path] = (),
     external_data: bool | None = None,
+    move_scratch: bool = False,
 ) -> list[Path]:
     """Write ``model`` to ``path`` atomically; return the files written.
 
@@ -178,6 +180,9 @@ def save_model(
         protected: files that must never be overwritten (the input model's files).
         external_data: force external data on or off; by default it is used when the model
             already had external data or its initializers reach 1 GiB.
+        move_scratch: let the output's data file be the model's scratch file, moved
+            (``onnxprune.streaming.move_scratch``) instead of copied, when its layout allows;
+            the model then reads its weights from the output. For a model not used after.
     """
     path = Path(path)
     if external_data is None:
@@ -186,17 +191,20 @@ def save_model(
     if not path.parent.is_dir():
         raise InputError(f"{path}: output folder {path.parent} does not exist")
     try:
-        return _write_checked(model, path, external_data)
+        return _write_checked(model, path, external_data, move_scratch)
     except OSError as error:  # no space, no permission, read-only, a name too long, ...
         raise InputError(os_error_message(error, path)) from error
 
 
-def _write_checked(model: ir.Model, path: Path, external_data: bool) -> list[Path]:
+def _write_checked(model: ir.Model, path: Path, external_data: bool, move: bool) -> list[Path]:
     data_name = path.name + ".data"
     workdir = Path(tempfile.mkdtemp(prefix=".onnxprune-save-", dir=path.parent))
     try:
         staged = workdir / path.name
-        if external_data:
+        moved = external_data and move and streaming.move_scratch(model, workdir, data_name)
+        if moved:
+            ir.save(model, staged)  # the graph alone: its data file is in place
+        elif external_data:
             ir.save(model, staged, external_data=data_name)
         else:
             ir.external_data.load_to_model(model)
@@ -207,6 +215,8 @@ def _write_checked(model: ir.Model, path: Path, external_data: bool) -> list[Pat
             os.replace(workdir / data_name, path.with_name(data_name))
             written.append(path.with_name(data_name))
         os.replace(staged, path)
+        if moved:
+            ir.external_data.set_base_dir(model.graph, path.parent)
         written.insert(0, path)
         logger.info("wrote %s", ", ".join(str(p) for p in written))
         return written
