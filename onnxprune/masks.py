@@ -14,12 +14,23 @@ import numpy as np
 from onnxprune.ops import WeightLayout
 
 __all__ = [
+    "bits_of",
     "global_masks",
     "layer_mask",
     "n_m_mask",
     "n_m_refusal",
     "per_output_mask",
 ]
+
+
+def bits_of(dtype: np.dtype) -> np.dtype | None:
+    """The unsigned integer type whose product with a keep-mask zeroes ``dtype``'s values bit
+    for bit (zero is all bits clear), or None where that does not hold or is not known
+    (non-native byte order, non-numpy types such as bfloat16: use ``np.where``)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "fiu" or dtype.itemsize not in (1, 2, 4, 8) or not dtype.isnative:
+        return None
+    return np.dtype(f"u{dtype.itemsize}")
 
 
 def _lowest_by_rows(rows: np.ndarray, counts: np.ndarray) -> np.ndarray:

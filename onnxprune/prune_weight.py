@@ -17,7 +17,7 @@ import onnx_ir as ir
 
 from onnxprune.activations import from_weight_matrix, weight_matrix
 from onnxprune.calibration import LayerStats
-from onnxprune.masks import layer_mask, n_m_mask, per_output_mask
+from onnxprune.masks import bits_of, layer_mask, n_m_mask, per_output_mask
 from onnxprune.scoring import METHODS
 from onnxprune.sparsegpt import sparsegpt_prune
 from onnxprune.streaming import ScratchTensors, release, stored_tensor
@@ -26,7 +26,14 @@ from onnxprune.weights import PrunableWeight
 if TYPE_CHECKING:
     from onnxprune.pruning import PruneOptions
 
-__all__ = ["PruneWeightsPass", "masked", "prune_one_weight", "pruned_values", "zero_count"]
+__all__ = [
+    "PruneWeightsPass",
+    "keep_mask",
+    "masked",
+    "prune_one_weight",
+    "pruned_values",
+    "zero_count",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -71,21 +78,26 @@ def pruned_values(
             weight_matrix(array, weight.layout), stats.gram, stats.rows, sparsity, options.pattern
         )
         return from_weight_matrix(matrix, weight.shape, weight.layout).astype(array.dtype)
+    return masked(array, keep_mask(weight, scores, sparsity, options))
+
+
+def keep_mask(
+    weight: PrunableWeight, scores: np.ndarray, sparsity: float, options: PruneOptions
+) -> np.ndarray:
+    """True where a mask method (not SparseGPT) keeps the weight."""
     if options.pattern is not None:
-        keep = n_m_mask(scores, *options.pattern, weight.layout)
-    elif method.per_output:
-        keep = per_output_mask(scores, sparsity, weight.layout)
-    else:
-        keep = layer_mask(scores, sparsity)
-    return masked(array, keep)
+        return n_m_mask(scores, *options.pattern, weight.layout)
+    if METHODS[options.method].per_output:
+        return per_output_mask(scores, sparsity, weight.layout)
+    return layer_mask(scores, sparsity)
 
 
 def masked(array: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """``array`` with zeros (all bits clear) where ``keep`` is False: the bytes of
     ``np.where(keep, array, 0)``, as an integer product of the bits by the mask, which does
     not branch on a random mask (about 10x faster on a float32 weight half pruned)."""
-    bits = np.dtype(f"u{array.dtype.itemsize}") if array.dtype.itemsize in (1, 2, 4, 8) else None
-    if bits is None or array.dtype.kind not in "fiu":
+    bits = bits_of(array.dtype)
+    if bits is None:
         return np.where(keep, array, np.zeros((), dtype=array.dtype))
     array = np.ascontiguousarray(array)
     return np.multiply(array.view(bits), keep, dtype=bits).view(array.dtype)
@@ -112,6 +124,14 @@ def prune_one_weight(
     array = value.const_value.numpy()
     before = zero_count(array)
     scores = METHODS[options.method].scores(weight, array, stats)
+    method = METHODS[options.method]
+    if scratch is not None and not method.reconstructs and scratch.can_mask(array.dtype):
+        keep = keep_mask(weight, scores, target, options)
+        del scores
+        tensor, after = scratch.store_masked(array, keep, weight.name)  # no result array
+        del array
+        release(value)
+        return (before, after), tensor
     result = pruned_values(weight, array, scores, target, options, stats)
     result = result.astype(array.dtype, copy=False)
     del array, scores

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnx_ir as ir
 
+from onnxprune.masks import bits_of
 from onnxprune.save_plan import save_plan
 
 __all__ = [
@@ -92,6 +94,44 @@ class ScratchTensors:
             name=name,
             base_dir=self.base_dir,
         )
+
+    @staticmethod
+    def can_mask(dtype: np.dtype) -> bool:
+        """Whether ``store_masked`` takes weights of ``dtype`` (bit-maskable, little-endian)."""
+        return bits_of(dtype) is not None and sys.byteorder == "little"
+
+    def store_masked(
+        self, array: np.ndarray, keep: np.ndarray, name: str
+    ) -> tuple[ir.ExternalTensor, int]:
+        """``store(masked(array, keep), name)`` and the result's zero count, without the result
+        in memory: the bits times the mask a chunk at a time into one small buffer, each chunk
+        written as it is made. ``array``'s dtype must pass ``can_mask``."""
+        bits = bits_of(array.dtype)
+        assert bits is not None and self.can_mask(array.dtype)
+        source = np.ascontiguousarray(array).reshape(-1).view(bits)
+        flags = np.ascontiguousarray(keep).reshape(-1)
+        buffer = np.empty(max(1, _WRITE_CHUNK // bits.itemsize), bits)
+        offset, zeros = self._slot(name, array.nbytes), 0
+        with open(self.path, "r+b") as handle:
+            handle.seek(offset)
+            for start in range(0, source.size, buffer.size):
+                chunk = buffer[: min(buffer.size, source.size - start)]
+                stop = start + chunk.size
+                np.multiply(source[start:stop], flags[start:stop], out=chunk, dtype=bits)
+                zeros += chunk.size - int(np.count_nonzero(chunk.view(array.dtype)))
+                handle.write(chunk)
+        dtype = ir.DataType.from_numpy(array.dtype)
+        shape = ir.Shape(array.shape)
+        tensor = ir.ExternalTensor(
+            self.location,
+            offset,
+            array.nbytes,
+            dtype,
+            shape=shape,
+            name=name,
+            base_dir=self.base_dir,
+        )
+        return tensor, zeros
 
 
 def scratch_for(model: ir.Model) -> ScratchTensors | None:

@@ -9,6 +9,7 @@ import pytest
 from onnxprune.masks import layer_mask, per_output_mask
 from onnxprune.ops import WeightLayout
 from onnxprune.prune_weight import masked, zero_count
+from onnxprune.streaming import ScratchTensors
 
 RNG = np.random.default_rng(12)
 
@@ -59,3 +60,24 @@ def test_zero_count_counts_both_signs_and_not_nan() -> None:
     assert zero_count(values) == 2
     assert zero_count(values.astype(ml_dtypes.bfloat16)) == 2
     assert zero_count(np.array([0, 3, 0], dtype=np.int8)) == 2
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64, np.int8])
+@pytest.mark.parametrize("size", [7, 300_001])  # under one 1 MiB chunk, several chunks
+def test_store_masked_writes_the_bytes_of_store(dtype, size) -> None:
+    if np.dtype(dtype).kind == "f":  # signed zeros, NaN and infinities among the values
+        values = np.resize(np.array([-1.5, np.nan, -0.0, np.inf, 2.0, 0.0, -3.0]), size)
+    else:
+        values = RNG.integers(-3, 3, size)
+    values = values.astype(dtype)
+    keep = RNG.random(size) < 0.5
+    scratch = ScratchTensors()
+    assert scratch.can_mask(values.dtype)
+    tensor, zeros = scratch.store_masked(values, keep, "w")
+    expected = masked(values, keep)
+    assert tensor.tobytes() == scratch.store(expected, "w2").tobytes() == expected.tobytes()
+    assert zeros == zero_count(expected)
+
+
+def test_store_masked_is_refused_for_bfloat16() -> None:
+    assert not ScratchTensors.can_mask(np.dtype(ml_dtypes.bfloat16))
