@@ -17,7 +17,7 @@ import onnx_ir as ir
 
 from onnxprune.activations import from_weight_matrix, weight_matrix
 from onnxprune.calibration import LayerStats
-from onnxprune.masks import bits_of, layer_mask, n_m_mask, per_output_mask
+from onnxprune.masks import bits_of, layer_mask, n_m_mask, per_output_mask, zeros_in_bits
 from onnxprune.scoring import METHODS
 from onnxprune.sparsegpt import sparsegpt_prune
 from onnxprune.streaming import ScratchTensors, release, stored_tensor
@@ -36,6 +36,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+_COUNT_CHUNK = 1 << 18  # entries counted at a time (a work buffer that stays in cache)
 
 
 class PruneWeightsPass(ir.passes.InPlacePass):
@@ -105,9 +107,16 @@ def masked(array: np.ndarray, keep: np.ndarray) -> np.ndarray:
 
 def zero_count(array: np.ndarray) -> int:
     """How many entries of ``array`` are zero (either sign; NaN is not zero)."""
-    if array.dtype.kind in "fiu":
-        return array.size - int(np.count_nonzero(array))
-    return int(np.count_nonzero(array == 0))
+    bits = bits_of(array.dtype)
+    if bits is None:
+        return int(np.count_nonzero(array == 0))
+    flat = np.ascontiguousarray(array).reshape(-1).view(bits)
+    work = np.empty(min(flat.size, _COUNT_CHUNK), bits)
+    floating, zeros = array.dtype.kind == "f", 0
+    for start in range(0, flat.size, max(1, work.size)):
+        chunk = flat[start : start + work.size]
+        zeros += zeros_in_bits(chunk, floating, work[: chunk.size])
+    return zeros
 
 
 def prune_one_weight(

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
-from onnxprune.masks import bits_of
+from onnxprune.masks import bits_of, zeros_in_bits
 from onnxprune.save_plan import save_plan
 
 __all__ = [
@@ -111,6 +111,7 @@ class ScratchTensors:
         source = np.ascontiguousarray(array).reshape(-1).view(bits)
         flags = np.ascontiguousarray(keep).reshape(-1)
         buffer = np.empty(max(1, _WRITE_CHUNK // bits.itemsize), bits)
+        work, floating = np.empty_like(buffer), array.dtype.kind == "f"
         offset, zeros = self._slot(name, array.nbytes), 0
         with open(self.path, "r+b") as handle:
             handle.seek(offset)
@@ -118,7 +119,7 @@ class ScratchTensors:
                 chunk = buffer[: min(buffer.size, source.size - start)]
                 stop = start + chunk.size
                 np.multiply(source[start:stop], flags[start:stop], out=chunk, dtype=bits)
-                zeros += chunk.size - int(np.count_nonzero(chunk.view(array.dtype)))
+                zeros += zeros_in_bits(chunk, floating, work[: chunk.size])
                 handle.write(chunk)
         dtype = ir.DataType.from_numpy(array.dtype)
         shape = ir.Shape(array.shape)

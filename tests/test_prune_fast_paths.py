@@ -81,3 +81,12 @@ def test_store_masked_writes_the_bytes_of_store(dtype, size) -> None:
 
 def test_store_masked_is_refused_for_bfloat16() -> None:
     assert not ScratchTensors.can_mask(np.dtype(ml_dtypes.bfloat16))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int32, np.uint8])
+def test_zero_count_over_several_chunks(dtype) -> None:
+    values = RNG.integers(-2, 3, 600_001).astype(dtype)
+    if np.dtype(dtype).kind == "f":
+        values[::7] = -0.0
+        values[1::11] = np.nan
+    assert zero_count(values) == int(np.count_nonzero(values == 0))
