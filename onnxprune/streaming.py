@@ -51,7 +51,7 @@ class ScratchTensors:
 
     def __init__(self, plan: dict[str, tuple[int, int]] | None = None) -> None:
         """``plan``: name -> (offset, bytes) slots reserved at the file's start (the layout a
-        save would give, ``onnxprune.scratch_save``); a tensor stored once under a planned name
+        save would give, ``onnxprune.save_plan``); a tensor stored once under a planned name
         and size goes to its slot, every other one after the slots."""
         self._folder = tempfile.TemporaryDirectory(prefix="onnxprune-scratch-")
         self.base_dir = Path(self._folder.name)
@@ -78,18 +78,21 @@ class ScratchTensors:
     def store(self, array: np.ndarray, name: str) -> ir.ExternalTensor:
         """Append ``array`` to the scratch file; an ``ExternalTensor`` reading it back."""
         array = np.ascontiguousarray(array.astype(array.dtype.newbyteorder("<"), copy=False))
-        dtype = ir.DataType.from_numpy(array.dtype)
         offset = self._slot(name, array.nbytes)
         with open(self.path, "r+b") as handle:
             handle.seek(offset)
             data = array.reshape(-1).view(np.uint8)  # the buffer itself, not a copy
             for start in range(0, data.size, _WRITE_CHUNK):
                 handle.write(data[start : start + _WRITE_CHUNK])
+        return self._tensor(offset, array, name)
+
+    def _tensor(self, offset: int, array: np.ndarray, name: str) -> ir.ExternalTensor:
+        """A lazy tensor of ``array``'s dtype and shape stored at ``offset``."""
         return ir.ExternalTensor(
             self.location,
             offset,
             array.nbytes,
-            dtype,
+            ir.DataType.from_numpy(array.dtype),
             shape=ir.Shape(array.shape),
             name=name,
             base_dir=self.base_dir,
@@ -121,18 +124,7 @@ class ScratchTensors:
                 np.multiply(source[start:stop], flags[start:stop], out=chunk, dtype=bits)
                 zeros += zeros_in_bits(chunk, floating, work[: chunk.size])
                 handle.write(chunk)
-        dtype = ir.DataType.from_numpy(array.dtype)
-        shape = ir.Shape(array.shape)
-        tensor = ir.ExternalTensor(
-            self.location,
-            offset,
-            array.nbytes,
-            dtype,
-            shape=shape,
-            name=name,
-            base_dir=self.base_dir,
-        )
-        return tensor, zeros
+        return self._tensor(offset, array, name), zeros
 
 
 def scratch_for(model: ir.Model) -> ScratchTensors | None:
