@@ -85,11 +85,14 @@ class OutputComparison:
         stubs.append(_shape_stub(baseline))
         if baseline.ndim == 0 or stubs[-1].shape[1:] != stubs[0].shape[1:]:
             check_parts(name, stubs)
-        if baseline.size:
-            self._diffs[name].append(np.max(np.abs(baseline.astype(np.float64) - candidate)))
         if name != self.scored:
+            if baseline.size:
+                self._diffs[name].append(np.max(np.abs(baseline.astype(np.float64) - candidate)))
             return
-        self._parts.append(agreement_parts(baseline, candidate))
+        parts = agreement_parts(baseline, candidate)  # its largest difference serves both
+        self._parts.append(parts)
+        if parts["max_abs_diff"] is not None:
+            self._diffs[name].append(parts["max_abs_diff"])
         for side, values in enumerate((baseline, candidate)):
             self._finite[side] &= bool(values.dtype.kind not in "fc" or np.isfinite(values).all())
             if self.keep_scored:
